@@ -1,0 +1,1 @@
+"""Dataset definitions, preparers and split files."""

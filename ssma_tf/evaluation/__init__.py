@@ -1,0 +1,1 @@
+"""ssma_tf.evaluation."""

@@ -1,0 +1,40 @@
+"""Atomic file and folder writes: nothing appears under the final name until it is complete."""
+
+import contextlib
+import os
+import shutil
+
+
+def _temp_name(path):
+    folder, base = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{base}.tmp-{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="w", **open_kwargs):
+    """Open a temp file beside `path`; on success rename it to `path`, else delete it."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = _temp_name(path)
+    try:
+        with open(tmp, mode, **open_kwargs) as handle:
+            yield handle
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path):
+    """Yield a temp folder beside `path`; on success replace `path` with it, else delete it."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = _temp_name(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
