@@ -1,0 +1,62 @@
+"""Modality masking: per sample, zero one randomly chosen modality (or none).
+
+A missing modality is its all-zero normalised input (docs/architecture.md), so masking is
+just zeroing; models with a mask token (LinearFusion) detect the zeros themselves. With N
+modalities each masked row draws uniformly from {zero modality 0, ..., zero modality N-1,
+keep all}. A unimodal model is never masked: zeroing its only input would leave nothing to
+learn from, so masking degenerates to the identity (the framework logs this once).
+
+Randomness is stateless: seeds are derived from (config seed, step, replica, purpose), so a
+step is reproducible, replicas draw independently and no Python randomness runs in graphs.
+"""
+
+import tensorflow as tf
+
+
+def step_seed(seed, step, salt):
+    """A stateless seed unique to (seed, step, this replica, salt)."""
+    replica = tf.distribute.get_replica_context()
+    replica_id = 0 if replica is None else replica.replica_id_in_sync_group
+    out = tf.constant([int(seed), int(salt)], tf.int64)
+    out = tf.random.experimental.stateless_fold_in(out, tf.cast(step, tf.int64))
+    return tf.random.experimental.stateless_fold_in(out, tf.cast(replica_id, tf.int64))
+
+
+def draw_masked_modality(seed, batch_size, num_modalities):
+    """Per-row int32 choice in [0, num_modalities]: index of the modality to zero, or
+    `num_modalities` for "keep all"."""
+    return tf.random.stateless_uniform(
+        [batch_size], seed, minval=0, maxval=num_modalities + 1, dtype=tf.int32
+    )
+
+
+def mask_modalities(inputs, choice, row_range=None):
+    """Zero modality `choice[i]` of row i for rows in `row_range` ([start, end), default all).
+
+    `inputs` is the model's input dict; the modality order is sorted(inputs). Rows outside
+    the range and rows whose choice is "keep all" are returned untouched. Single-modality
+    inputs are returned unchanged.
+    """
+    names = sorted(inputs)
+    if len(names) < 2:
+        return dict(inputs)
+    rows = tf.range(tf.shape(choice)[0])
+    in_range = tf.ones_like(rows, tf.bool)
+    if row_range is not None:
+        start, end = row_range
+        in_range = (rows >= start) & (rows < end)
+    masked = {}
+    for index, name in enumerate(names):
+        drop = in_range & tf.equal(choice, index)
+        value = inputs[name]
+        masked[name] = tf.where(drop[:, None, None, None], tf.zeros_like(value), value)
+    return masked
+
+
+def random_modality_mask(inputs, seed, row_range=None):
+    """Draw a per-row choice and apply it: `mask_modalities(inputs, draw(...), row_range)`."""
+    names = sorted(inputs)
+    if len(names) < 2:
+        return dict(inputs)
+    batch = tf.shape(inputs[names[0]])[0]
+    return mask_modalities(inputs, draw_masked_modality(seed, batch, len(names)), row_range)
