@@ -1,0 +1,68 @@
+"""Framework: owns the models, optimizers and the per-replica train step of one regime.
+
+The trainer (ssma_tf/training/trainer.py) owns the strategy, data, loop, checkpoints and
+summaries. Before `build()` it sets `framework.step` (int64 tf.Variable, the global step,
+also saved in checkpoints) and `framework.global_batch_size` (labeled images per step over
+all replicas); `framework.global_unlabeled_batch_size` likewise when `uses_unlabeled`.
+"""
+
+from ssma_tf.frameworks.losses import supervised_loss
+from ssma_tf.training.optimizers import GroupOptimizer
+
+
+class Framework:
+    """Base class: subclasses implement `build` and `train_step`."""
+
+    uses_unlabeled = False
+    two_views = False          # unlabeled stream yields (view1, view2) when True
+
+    def __init__(self, config, model_builder):
+        self.config = config
+        self.model_builder = model_builder
+        self.step = None
+        self.global_batch_size = config.batch_size
+        self.global_unlabeled_batch_size = config.unlabeled_batch_size or config.batch_size
+
+    def build(self):
+        """Create models, optimizers (built) and metrics; called INSIDE strategy.scope()."""
+        raise NotImplementedError
+
+    def checkpoint_items(self) -> dict:
+        """Everything to save besides the step: models, optimizers, teachers..."""
+        raise NotImplementedError
+
+    def train_step(self, labeled, unlabeled=None) -> dict:
+        """One per-replica step; losses divided by the GLOBAL batch; returns scalars to log."""
+        raise NotImplementedError
+
+    @property
+    def eval_model(self):
+        """The model evaluate/export use."""
+        raise NotImplementedError
+
+    # --- helpers shared by subclasses ---
+
+    def make_optimizer(self, model, name="model"):
+        """A built GroupOptimizer (encoder/decoder/norm groups, poly LR) for `model`."""
+        optimizer = GroupOptimizer(self.config, model, name=name)
+        optimizer.build()
+        return optimizer
+
+    @property
+    def ohem(self):
+        """(thresh, min_kept per image) or None, from the config."""
+        if not self.config.ohem:
+            return None
+        min_kept = self.config.ohem_min_kept or int(
+            0.08 * self.config.height * self.config.width)
+        return (self.config.ohem_thresh, min_kept)
+
+    def supervised_loss(self, labels, outputs, *, global_batch_size=None, ohem=True):
+        """Weighted loss over model.output_loss_weights, divided by the global batch."""
+        model = self.eval_model
+        weights = getattr(model, "output_loss_weights", None) or {"logits": 1.0}
+        return supervised_loss(
+            labels, outputs, weights, num_classes=self.config.num_classes,
+            ignore_label=self.config.ignore_label,
+            global_batch_size=global_batch_size or self.global_batch_size,
+            ohem=self.ohem if ohem else None)

@@ -1,0 +1,53 @@
+"""Segmentation losses: cross-entropy over valid pixels, optional OHEM, multi-output sums."""
+
+import tensorflow as tf
+
+
+def valid_mask(labels, num_classes, ignore_label):
+    """True where a label is trained: not `ignore_label` and inside [0, num_classes)."""
+    labels = tf.cast(labels, tf.int32)
+    return (labels != ignore_label) & (labels >= 0) & (labels < num_classes)
+
+
+def _ohem_keep(probs_true, valid, thresh, min_kept):
+    """Per image, keep valid pixels whose true-class probability is <= max(thresh, k-th smallest)."""
+    flat = tf.reshape(tf.where(valid, probs_true, 2.0), [tf.shape(valid)[0], -1])
+    pixels = tf.shape(flat)[1]
+    kth = tf.gather(tf.sort(flat, axis=1), tf.minimum(min_kept, pixels) - 1, axis=1)
+    # Fewer valid pixels than min_kept: kth is the sentinel 2.0 and every valid pixel is kept.
+    threshold = tf.stop_gradient(tf.maximum(kth, thresh))
+    return valid & (probs_true <= threshold[:, None, None])
+
+
+def segmentation_loss(labels, logits, *, num_classes, ignore_label=255, global_batch_size,
+                      ohem=None):
+    """Cross-entropy: per-image mean over valid (or OHEM-kept) pixels, summed / global batch.
+
+    labels: int [B, H, W]; logits: [B, H, W, num_classes] (any float dtype);
+    ohem: None or (thresh, min_kept) with min_kept pixels per image (M3L uses 0.7, 0.08*H*W).
+    """
+    labels = tf.cast(labels, tf.int32)
+    logits = tf.cast(logits, tf.float32)
+    valid = valid_mask(labels, num_classes, ignore_label)
+    safe_labels = tf.where(valid, labels, 0)
+    pixel_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels, logits=logits)
+    keep = valid
+    if ohem:
+        thresh, min_kept = ohem
+        probs_true = tf.exp(-pixel_loss)
+        keep = _ohem_keep(probs_true, valid, float(thresh), int(min_kept))
+    keep = tf.cast(keep, tf.float32)
+    per_image = tf.reduce_sum(pixel_loss * keep, axis=[1, 2]) / tf.maximum(
+        tf.reduce_sum(keep, axis=[1, 2]), 1.0)
+    return tf.reduce_sum(per_image) / tf.cast(global_batch_size, tf.float32)
+
+
+def supervised_loss(labels, outputs, weights, *, num_classes, ignore_label=255,
+                    global_batch_size, ohem=None):
+    """Weighted sum of `segmentation_loss` over the model outputs named in `weights`."""
+    total = 0.0
+    for name, weight in weights.items():
+        total += weight * segmentation_loss(
+            labels, outputs[name], num_classes=num_classes, ignore_label=ignore_label,
+            global_batch_size=global_batch_size, ohem=ohem)
+    return total
