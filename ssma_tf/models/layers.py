@@ -1,0 +1,127 @@
+"""Shared building blocks: He-initialised convs, the BatchNorm factory, resize helpers.
+
+Conventions follow the original AdapNet++/SSMA code: SAME padding, kernels drawn from a
+truncated normal with stddev sqrt(2 / (k*k*C_in)), BN momentum 0.99 and epsilon 1e-5,
+biases (where present) initialised to 0.01.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+BN_MOMENTUM = 0.99
+BN_EPSILON = 1e-5
+BIAS_INIT = 0.01
+
+_sync_batch_norm = False
+
+
+def set_sync_batch_norm(enabled: bool) -> None:
+    """Make every later `batch_norm(...)` synchronised across replicas (TF backend only)."""
+    global _sync_batch_norm
+    _sync_batch_norm = bool(enabled)
+
+
+def sync_batch_norm_enabled() -> bool:
+    """Whether `batch_norm(...)` currently builds synchronised BN layers."""
+    return _sync_batch_norm
+
+
+def batch_norm(name=None, **kwargs) -> keras.layers.BatchNormalization:
+    """BatchNormalization with the house defaults, synchronised when the switch is on.
+
+    Synchronisation only exists for the TensorFlow backend; other backends (jax) have
+    no multi-replica strategy, so the switch is ignored there.
+    """
+    kwargs.setdefault("momentum", BN_MOMENTUM)
+    kwargs.setdefault("epsilon", BN_EPSILON)
+    sync = _sync_batch_norm and keras.backend.backend() == "tensorflow"
+    return keras.layers.BatchNormalization(synchronized=sync, name=name, **kwargs)
+
+
+def he_truncated(kernel_size: int, in_channels: int) -> keras.initializers.Initializer:
+    """Truncated normal with stddev sqrt(2 / (k*k*C_in)), as the original code."""
+    return keras.initializers.TruncatedNormal(
+        stddev=math.sqrt(2.0 / (kernel_size * kernel_size * in_channels))
+    )
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channel count `channels` scaled by the width multiplier (at least 1)."""
+    return max(1, int(round(channels * width)))
+
+
+def conv(x, filters, kernel_size, *, strides=1, dilation=1, use_bias=False, name=None):
+    """Conv2D (SAME) with He truncated-normal init; bias (if any) starts at 0.01."""
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        dilation_rate=dilation,
+        padding="same",
+        use_bias=use_bias,
+        kernel_initializer=he_truncated(kernel_size, x.shape[-1]),
+        bias_initializer=keras.initializers.Constant(BIAS_INIT),
+        name=name,
+    )(x)
+
+
+def conv_bn(x, filters, kernel_size, *, strides=1, dilation=1, relu=True, name=None):
+    """conv (no bias) -> BN [-> ReLU]; layers named `<name>`, `<name>_bn`."""
+    x = conv(x, filters, kernel_size, strides=strides, dilation=dilation, name=name)
+    x = batch_norm(name=f"{name}_bn" if name else None)(x)
+    return keras.layers.ReLU()(x) if relu else x
+
+
+def bn_relu(x, name=None):
+    """BN -> ReLU (the pre-activation of a residual unit)."""
+    return keras.layers.ReLU()(batch_norm(name=name)(x))
+
+
+def upconv_bn(x, filters, kernel_size, strides, name):
+    """Transposed conv (SAME, output exactly input*stride, no bias) -> BN, no ReLU."""
+    x = keras.layers.Conv2DTranspose(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=he_truncated(kernel_size, x.shape[-1]),
+        name=name,
+    )(x)
+    return batch_norm(name=f"{name}_bn")(x)
+
+
+class ResizeLike(keras.layers.Layer):
+    """Bilinearly resize `x` to the spatial size of `reference` (NHWC)."""
+
+    def call(self, x, reference):
+        shape = ops.shape(reference)
+        return ops.image.resize(x, (shape[1], shape[2]), interpolation="bilinear")
+
+    def compute_output_shape(self, x_shape, reference_shape):
+        return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
+
+
+class BroadcastLike(keras.layers.Layer):
+    """Tile a [B,1,1,C] tensor over the spatial size of `reference`.
+
+    Equals bilinear resizing of a 1x1 map, without a resize op.
+    """
+
+    def call(self, x, reference):
+        return x * ops.ones_like(reference[..., :1], dtype=x.dtype)
+
+    def compute_output_shape(self, x_shape, reference_shape):
+        return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
+
+
+def global_pool(x):
+    """Spatial mean, kept as [B,1,1,C]."""
+    return keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+
+
+def float32_output(x, name):
+    """Identity that casts to float32 (model outputs stay float32 under mixed precision)."""
+    return keras.layers.Activation("linear", dtype="float32", name=name)(x)
