@@ -1,0 +1,138 @@
+"""tf.data input pipelines: seeded training streams (labeled / unlabeled / two views) and eval."""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from ssma_tf.data import schema
+from ssma_tf.data.augment import augment
+from ssma_tf.data.normalize import normalize
+from ssma_tf.errors import InputError
+
+AUTOTUNE = tf.data.AUTOTUNE
+MAX_CYCLE_LENGTH = 16
+
+
+def select_modalities(records, info, modalities):
+    """{name: ModalitySpec} for `modalities`, in order; InputError naming the records if absent."""
+    if not modalities:
+        raise InputError(f"{records}: no modalities requested")
+    known = {m.name: m for m in info.modalities}
+    missing = [m for m in modalities if m not in known]
+    if missing:
+        raise InputError(f"{records}: no modality {missing[0]!r}; the records hold {list(known)}")
+    return {name: known[name] for name in modalities}
+
+
+def _decoder(info, specs, need_label):
+    """A function decoding a serialized Example into the requested modalities (+ label)."""
+    if not info.legacy:
+        info = dataclasses.replace(info, modalities=list(specs.values()), labeled=need_label)
+
+    def decode(serialized):
+        example = schema.decode_example(serialized, info)
+        return {k: v for k, v in example.items() if k in specs or (need_label and k == "label")}
+
+    return decode
+
+
+def _pipelines(input_context):
+    if input_context is None:
+        return 1, 0
+    return input_context.num_input_pipelines, input_context.input_pipeline_id
+
+
+def _read(files, input_context, *, shuffle_files, seed, deterministic):
+    """Serialized examples of this input pipeline's share: whole files when there are enough
+    of them, else every n-th example (shards are disjoint either way)."""
+    num, index = _pipelines(input_context)
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    by_file = num > 1 and len(files) >= num
+    if by_file:
+        ds = ds.shard(num, index)
+    if shuffle_files and (by_file or num == 1):
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), MAX_CYCLE_LENGTH),
+                       num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    if num > 1 and not by_file:
+        ds = ds.shard(num, index)
+    return ds
+
+
+def train_dataset(records, *, modalities, batch_size, crop, ignore_label=255,
+                  scale_range=(0.5, 2.0), flip=True, photometric=True, seed=None,
+                  input_context=None, labeled=True, two_views=False, shuffle_buffer=256,
+                  depth_max=10.0, repeat=True):
+    """Augmented training batches (batch_size is per replica, remainder dropped).
+
+    labeled: (inputs {name: f32 [B,h,w,C]}, labels int32 [B,h,w]); unlabeled: inputs, or
+    (view1, view2) with `two_views` (same geometry, independent colour jitter). Each example
+    is augmented with a stateless seed from (seed, its position in the stream), so a seeded
+    pipeline yields the same batches every run. ignore_label=None takes the records' own.
+    """
+    files, info = schema.resolve_records(records)
+    specs = select_modalities(records, info, modalities)
+    if labeled and not info.labeled:
+        raise InputError(f"{records}: records are unlabeled, cannot build a labeled stream")
+    if labeled and two_views:
+        raise InputError("two_views applies to the unlabeled stream only (labeled=False)")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    deterministic = seed is not None
+    if seed is None:
+        seed = int(np.random.randint(0, 2**31 - 1))
+    _, pipeline_id = _pipelines(input_context)
+    stream_seed = tf.constant([seed, pipeline_id], tf.int64)
+
+    ds = _read(files, input_context, shuffle_files=True, seed=seed, deterministic=deterministic)
+    if repeat:
+        ds = ds.repeat()
+    if shuffle_buffer > 1:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    decode = _decoder(info, specs, need_label=labeled)
+    label_value = info.ignore_label if ignore_label is None else ignore_label
+
+    def make_example(position, serialized):
+        example_seed = tf.random.experimental.stateless_fold_in(stream_seed, position)
+        views, label = augment(decode(serialized), specs, crop=crop, seed=example_seed,
+                               ignore_label=label_value, scale_range=scale_range, flip=flip,
+                               photometric=photometric, depth_max=depth_max,
+                               num_views=2 if two_views else 1)
+        if labeled:
+            return views[0], label
+        return tuple(views) if two_views else views[0]
+
+    ds = ds.enumerate().map(make_example, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def eval_dataset(records, *, modalities, batch_size, size=None, ignore_label=255,
+                 depth_max=10.0, input_context=None):
+    """One pass of (inputs {name: f32 [B,H,W,C]}, labels int32 [B,H,W]) in record order.
+
+    size=None keeps every image at full size (batch_size > 1 needs equal sizes); size=(h, w)
+    resizes: bilinear for images, nearest for raw depth and labels (so labels, including
+    `ignore_label` pixels, keep their values).
+    """
+    files, info = schema.resolve_records(records)
+    specs = select_modalities(records, info, modalities)
+    if not info.labeled:
+        raise InputError(f"{records}: records are unlabeled, evaluation needs labels")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    decode = _decoder(info, specs, need_label=True)
+
+    def make_example(serialized):
+        example = decode(serialized)
+        label = example.pop("label")
+        if size is not None:
+            example = {name: tf.image.resize(x, size, "nearest" if specs[name].encoding == "raw"
+                                             else "bilinear") for name, x in example.items()}
+            label = tf.image.resize(label, size, "nearest")
+        inputs = normalize(example, specs, depth_max)
+        return inputs, tf.cast(label[..., 0], tf.int32)
+
+    ds = _read(files, input_context, shuffle_files=False, seed=None, deterministic=True)
+    ds = ds.map(make_example, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size).prefetch(AUTOTUNE)
