@@ -1,0 +1,100 @@
+"""SavedModel export: signature names and dtypes, in-graph preprocessing, round trip, versions."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+
+from eval_models import depth_threshold_model
+from ssma_tf.data.normalize import normalize
+from ssma_tf.data.schema import ModalitySpec
+from ssma_tf.errors import InputError
+from ssma_tf.evaluation.evaluator import padded_probabilities
+from ssma_tf.export.serving import export_saved_model
+
+SPECS = {
+    "rgb": ModalitySpec("rgb", "color", 3, "uint8"),
+    "depth": ModalitySpec("depth", "raw", 1, "uint16", depth_scale=0.001),
+}
+
+
+def _raw_inputs(height=37, width=50, seed=0):
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (2, height, width, 3), dtype=np.uint8)
+    depth = rng.integers(0, 6000, (2, height, width, 1), dtype=np.uint16)
+    depth[:, :5] = 0  # holes
+    return {"rgb": rgb, "depth": depth}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return depth_threshold_model()
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("export") / "segmenter")
+    path = export_saved_model(model, SPECS, folder, depth_max=10.0,
+                              config_dict={"model": "tiny", "depth_max": 10.0})
+    return folder, path
+
+
+def test_version_folder_and_side_files(exported):
+    folder, path = exported
+    assert path == os.path.join(folder, "1")
+    assert sorted(n for n in os.listdir(folder)) == ["1"]  # no temp folder left behind
+    assert os.path.isfile(os.path.join(path, "saved_model.pb"))
+    with open(os.path.join(path, "config.yaml")) as handle:
+        assert yaml.safe_load(handle)["model"] == "tiny"
+    with open(os.path.join(path, "export_info.json")) as handle:
+        info = json.load(handle)
+    assert info["inputs"]["depth"]["dtype"] == "uint16"
+
+
+def test_signature_names_and_dtypes(exported):
+    loaded = tf.saved_model.load(exported[1])
+    signature = loaded.signatures["serving_default"]
+    _, inputs = signature.structured_input_signature
+    assert set(inputs) == {"rgb", "depth"}
+    assert inputs["rgb"].dtype == tf.uint8 and inputs["rgb"].shape.as_list() == [None] * 3 + [3]
+    assert inputs["depth"].dtype == tf.uint16 and inputs["depth"].shape[-1] == 1
+    outputs = signature.structured_outputs
+    assert set(outputs) == {"labels", "probabilities"}
+    assert outputs["labels"].dtype == tf.int32 and outputs["labels"].shape.rank == 3
+    assert outputs["probabilities"].dtype == tf.float32
+
+
+def test_round_trip_matches_keras_model_at_any_size(model, exported):
+    serve = tf.saved_model.load(exported[1]).signatures["serving_default"]
+    raw = _raw_inputs()
+    result = serve(rgb=tf.constant(raw["rgb"]), depth=tf.constant(raw["depth"]))
+    expected = padded_probabilities(model, normalize(raw, SPECS, depth_max=10.0))
+    assert result["probabilities"].shape == (2, 37, 50, 3)
+    np.testing.assert_allclose(result["probabilities"].numpy(), expected.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(result["labels"].numpy(), np.argmax(expected.numpy(), -1))
+    assert len(np.unique(result["labels"].numpy())) > 1
+
+
+def test_depth_in_metres_and_next_version(model, exported):
+    folder, _ = exported
+    path = export_saved_model(model, SPECS, folder, depth_max=10.0, depth_input="metres")
+    assert path == os.path.join(folder, "2")
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    assert serve.structured_input_signature[1]["depth"].dtype == tf.float32
+    units = tf.saved_model.load(os.path.join(folder, "1")).signatures["serving_default"]
+    raw = _raw_inputs(height=20, width=20, seed=1)
+    metres = raw["depth"].astype(np.float32) * 0.001
+    a = serve(rgb=tf.constant(raw["rgb"]), depth=tf.constant(metres))["probabilities"]
+    b = units(rgb=tf.constant(raw["rgb"]), depth=tf.constant(raw["depth"]))["probabilities"]
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+
+
+def test_missing_spec_and_bad_depth_option_rejected(model, tmp_path):
+    with pytest.raises(InputError, match="depth"):
+        export_saved_model(model, {"rgb": SPECS["rgb"]}, str(tmp_path / "m"))
+    with pytest.raises(InputError, match="depth-input"):
+        export_saved_model(model, SPECS, str(tmp_path / "m"), depth_input="feet")
+    assert not os.path.exists(tmp_path / "m")
