@@ -2,7 +2,8 @@
 
 Geometry is one `tf.image.crop_and_resize` per tensor: random scale, crop window (padding
 where the scaled image is smaller than the crop) and horizontal flip all become one sampling
-box, shared by every modality and the label, so they stay aligned pixel for pixel. Colour
+box, shared by every modality and the label, so they stay aligned pixel for pixel; only the
+crop is ever computed, never the whole scaled image. Colour
 and image modalities are sampled bilinearly, raw depth and labels with NEAREST (valid depth
 is never blended with holes). Padding is 0 in normalised space (0 = missing for depth) and
 `ignore_label` for labels. All randomness is stateless, driven by a per-example seed.
@@ -32,9 +33,14 @@ def photometric_jitter(image, seed):
     return tf.clip_by_value(x, 0.0, 1.0) * 255.0
 
 
-def sample_crop_box(seed, image_hw, crop_hw, scale_range=(0.5, 2.0), flip=True):
-    """A crop_and_resize box [y1, x1, y2, x2] for: scale by s ~ U(scale_range), crop `crop_hw`
-    at a random integer offset (negative offsets = padding), mirror with p=0.5 if `flip`."""
+def sample_geometry(seed, image_hw, crop_hw, scale_range=(0.5, 2.0), flip=True):
+    """Random scale s ~ U(scale_range), a `crop_hw` window at a random integer offset into the
+    scaled image (negative offsets = padding) and a mirror with p=0.5 if `flip`.
+
+    Returns (box, valid): the crop_and_resize box [y1, x1, y2, x2] over the image padded by
+    one replicated pixel (see `apply_geometry`), and a bool [h, w, 1] mask of the output
+    pixels that lie inside the scaled image (the rest is padding).
+    """
     scale_seed, offset_seed, flip_seed = split_seed(seed, 3)
     size = tf.cast(image_hw, tf.float32)
     crop = tf.constant(crop_hw, tf.float32)
@@ -44,23 +50,32 @@ def sample_crop_box(seed, image_hw, crop_hw, scale_range=(0.5, 2.0), flip=True):
     low, high = tf.minimum(slack, 0.0), tf.maximum(slack, 0.0)
     u = tf.random.stateless_uniform([2], offset_seed)
     offset = tf.minimum(tf.floor(low + u * (high - low + 1.0)), high)
-    # Output pixel i samples source coordinate (offset + i + 0.5) * size / scaled - 0.5.
+    # Output pixel i samples source coordinate (offset + i + 0.5) * size / scaled - 0.5,
+    # shifted by +1 for the replicated border.
     ratio = size / scaled
-    start = (offset + 0.5) * ratio - 0.5
+    start = (offset + 0.5) * ratio + 0.5
     end = start + (crop - 1.0) * ratio
-    denom = tf.maximum(size - 1.0, 1.0)
-    (y1, x1), (y2, x2) = tf.unstack(start / denom), tf.unstack(end / denom)
+    (y1, x1), (y2, x2) = tf.unstack(start / (size + 1.0)), tf.unstack(end / (size + 1.0))
     if flip:
         mirror = tf.random.stateless_uniform([], flip_seed) < 0.5
         x1, x2 = tf.where(mirror, 1.0 - x1, x1), tf.where(mirror, 1.0 - x2, x2)
-    return tf.stack([y1, x1, y2, x2])
+    rows = offset[0] + tf.range(crop_hw[0], dtype=tf.float32)
+    cols = offset[1] + tf.range(crop_hw[1], dtype=tf.float32)
+    valid = ((rows >= 0) & (rows < scaled[0]))[:, None] & ((cols >= 0) & (cols < scaled[1]))[None]
+    return tf.stack([y1, x1, y2, x2]), valid[..., None]
 
 
-def apply_crop_box(image, box, crop_hw, method="bilinear", pad_value=0.0):
-    """Sample `image` [H, W, C] over `box` into a float32 [h, w, C] tensor; outside -> pad_value."""
-    out = tf.image.crop_and_resize(tf.expand_dims(image, 0), tf.expand_dims(box, 0), [0],
-                                   crop_hw, method=method, extrapolation_value=pad_value)
-    return out[0]
+def apply_geometry(image, geometry, crop_hw, method="bilinear", pad_value=0.0):
+    """Sample `image` [H, W, C] with `geometry` from `sample_geometry` into float32 [h, w, C].
+
+    The image gets a one-pixel replicated border first, so samples within half a pixel of
+    the edge (upscaling) read the edge pixel; padding pixels become `pad_value`.
+    """
+    box, valid = geometry
+    bordered = tf.pad(image, [[1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    out = tf.image.crop_and_resize(tf.expand_dims(bordered, 0), tf.expand_dims(box, 0), [0],
+                                   crop_hw, method=method)[0]
+    return tf.where(valid, out, tf.cast(pad_value, tf.float32))
 
 
 def augment(example, specs, *, crop, seed, ignore_label=255, scale_range=(0.5, 2.0), flip=True,
@@ -75,11 +90,11 @@ def augment(example, specs, *, crop, seed, ignore_label=255, scale_range=(0.5, 2
     crop = tuple(int(c) for c in crop)
     geometry_seed, *view_seeds = split_seed(seed, 1 + num_views)
     first = example[next(iter(specs))]
-    box = sample_crop_box(geometry_seed, tf.shape(first)[:2], crop, scale_range, flip)
+    geometry = sample_geometry(geometry_seed, tf.shape(first)[:2], crop, scale_range, flip)
 
     def place(x, spec):
         method = "nearest" if spec.encoding == "raw" else "bilinear"
-        out = apply_crop_box(normalize_modality(x, spec, depth_max), box, crop, method)
+        out = apply_geometry(normalize_modality(x, spec, depth_max), geometry, crop, method)
         return tf.ensure_shape(out, crop + (spec.channels,))
 
     shared = {name: place(example[name], spec) for name, spec in specs.items()
@@ -95,7 +110,7 @@ def augment(example, specs, *, crop, seed, ignore_label=255, scale_range=(0.5, 2
         views.append({name: view[name] for name in specs})
     label = None
     if "label" in example:
-        label = apply_crop_box(tf.cast(example["label"], tf.float32), box, crop, "nearest",
-                               float(ignore_label))
+        label = apply_geometry(tf.cast(example["label"], tf.float32), geometry, crop, "nearest",
+                               ignore_label)
         label = tf.ensure_shape(tf.cast(label[..., 0], tf.int32), crop)
     return views, label

@@ -1,0 +1,101 @@
+"""Joint augmentation on in-memory tensors: geometry maths, flip, scale, jitter, views."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ssma_tf.data.augment import apply_geometry, augment, photometric_jitter, sample_geometry
+from ssma_tf.data.schema import ModalitySpec
+
+SPECS = {"rgb": ModalitySpec("rgb", "color", 3, "uint8"),
+         "depth": ModalitySpec("depth", "raw", 1, "uint16")}
+
+
+def example(h=12, w=20):
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 6, (h, w, 1)).astype(np.uint8)
+    return {"rgb": tf.constant(rng.integers(0, 256, (h, w, 3)).astype(np.uint8)),
+            "depth": tf.constant((label.astype(np.uint16) + 1) * 500),
+            "label": tf.constant(label)}
+
+
+def seed(i):
+    return tf.constant([i, 0], tf.int64)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_unit_scale_full_crop_is_identity_or_mirror(flip):
+    image = tf.reshape(tf.range(12 * 20 * 2, dtype=tf.float32), [12, 20, 2])
+    seen = set()
+    for i in range(16):
+        geometry = sample_geometry(seed(i), tf.constant([12, 20]), (12, 20), (1.0, 1.0), flip)
+        out = apply_geometry(image, geometry, (12, 20), "nearest").numpy()
+        mirrored = np.array_equal(out, image.numpy()[:, ::-1])
+        assert mirrored or np.array_equal(out, image.numpy())
+        bilinear = apply_geometry(image, geometry, (12, 20), "bilinear").numpy()
+        np.testing.assert_allclose(bilinear, out, atol=1e-3)
+        seen.add(mirrored)
+    assert seen == ({False, True} if flip else {False})
+
+
+def test_scale_two_shows_each_source_pixel_twice_without_border_padding():
+    image = tf.reshape(tf.range(8 * 8, dtype=tf.float32), [8, 8, 1])
+    for i in range(6):
+        geometry = sample_geometry(seed(i), tf.constant([8, 8]), (8, 8), (2.0, 2.0), flip=False)
+        out = apply_geometry(image, geometry, (8, 8), "nearest", pad_value=-1).numpy()[..., 0]
+        assert out.min() >= 0  # edge samples read the edge pixel, they are not padding
+        column_steps, row_steps = np.diff(out, axis=1), np.diff(out, axis=0) / 8
+        for steps in (column_steps, row_steps.T):  # steps alternate 0 / 1 source pixel
+            assert set(np.unique(steps)) == {0.0, 1.0}
+            assert np.all(steps[:, 1:] != steps[:, :-1])
+
+
+def test_crop_larger_than_image_pads_exactly_outside():
+    image = tf.ones([6, 10, 1])
+    geometry = sample_geometry(seed(1), tf.constant([6, 10]), (16, 16), (1.0, 1.0), flip=True)
+    out = apply_geometry(image, geometry, (16, 16), "bilinear", pad_value=-1).numpy()[..., 0]
+    assert (out == 1).sum() == 60 and (out == -1).sum() == 256 - 60
+
+
+def test_upscaled_crop_never_pads():
+    ex = example()
+    for i in range(8):
+        views, label = augment(ex, SPECS, crop=(12, 20), seed=seed(i), scale_range=(1.0, 2.0))
+        assert label.numpy().max() <= 5
+        assert views[0]["depth"].numpy().min() > 0
+
+
+def test_depth_matches_label_under_random_geometry():
+    ex = example()
+    for i in range(8):
+        views, label = augment(ex, SPECS, crop=(10, 14), seed=seed(i))
+        mm = np.round(views[0]["depth"].numpy()[..., 0] * 1e4).astype(int)
+        lab = label.numpy()
+        np.testing.assert_array_equal(mm == 0, lab == 255)
+        np.testing.assert_array_equal(mm[lab != 255], (lab[lab != 255] + 1) * 500)
+
+
+def test_photometric_jitter_is_bounded_and_seeded():
+    image = tf.random.stateless_uniform([16, 16, 3], seed(1), 0, 255)
+    a = photometric_jitter(image, seed(2)).numpy()
+    assert a.min() >= 0.0 and a.max() <= 255.0
+    np.testing.assert_array_equal(a, photometric_jitter(image, seed(2)).numpy())
+    assert not np.allclose(a, photometric_jitter(image, seed(3)).numpy())
+    assert not np.allclose(a, image.numpy())
+
+
+def test_two_views_share_geometry_with_independent_jitter():
+    views, label = augment(example(), SPECS, crop=(10, 14), seed=seed(5), num_views=2)
+    assert len(views) == 2 and list(views[0]) == ["rgb", "depth"]
+    np.testing.assert_array_equal(views[0]["depth"], views[1]["depth"])
+    assert not np.allclose(views[0]["rgb"], views[1]["rgb"])
+    no_jitter, _ = augment(example(), SPECS, crop=(10, 14), seed=seed(5), num_views=2,
+                           photometric=False)
+    np.testing.assert_array_equal(no_jitter[0]["rgb"], no_jitter[1]["rgb"])
+
+
+def test_without_label_returns_none():
+    ex = example()
+    del ex["label"]
+    views, label = augment(ex, SPECS, crop=(6, 6), seed=seed(0))
+    assert label is None and views[0]["rgb"].shape == (6, 6, 3)
