@@ -1,0 +1,105 @@
+"""LinearFusion (M3L): one MiT shared by all modalities, fused inside every attention layer.
+
+- One encoder: every conv and linear is shared by the modalities ("streams"); only the
+  LayerNorms are per stream. The streams run stacked along the batch axis.
+- In every attention layer of every block, after the output projection and before the
+  residual add, stream s becomes ratio * a_s + (1 - ratio)/(S - 1) * each other stream
+  (S = 2: a0' = r a0 + (1-r) a1, a1' = (1-r) a0 + r a1; r = 0.8).
+- A 1-channel modality (depth) is tiled to 3 channels inside the model, as M3L replicates
+  depth, so that it shares the patch conv with RGB. Every modality must have 1 channel
+  or the widest channel count.
+- Missing modality: a modality whose normalised input is all zeros for a sample has all
+  its stage-1 tokens (after the patch conv and LayerNorm) replaced by one learned mask
+  token (N(0,1) init). This is M3L's masking with masking_ratio 1.0 applied per sample,
+  so training-time modality masking is just zeroing that modality's input. M3L also
+  creates (never used) tokens for stages 2-4; they are left out here, as they would
+  only receive no gradient.
+- One shared Segformer decoder on each stream. Outputs: "logits_<modality>" per stream
+  and "logits" = mean of the stream logits with stop-gradient (M3L's ensemble: it
+  carries no gradient). output_loss_weights = 1/(S+1) each (M3L averages the loss over
+  the S+1 outputs). The stream-stacked decoder computes BN batch statistics over all
+  streams together (M3L's config freezes that BN: `freeze_bn=True`).
+"""
+
+import keras
+from keras import ops
+
+from ssma_tf.errors import ConfigError
+from ssma_tf.models.mit import MixTransformer, mit_config
+from ssma_tf.models.segformer import ResizeToInput, SegformerHead
+
+
+class StackStreams(keras.layers.Layer):
+    """Tile 1-channel inputs to `channels` and stack the modalities along the batch axis."""
+
+    def __init__(self, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+
+    def call(self, streams):
+        tiled = [s if s.shape[-1] == self.channels else ops.repeat(s, self.channels, axis=-1)
+                 for s in streams]
+        return ops.concatenate(tiled, axis=0)
+
+    def compute_output_shape(self, input_shapes):
+        first = input_shapes[0]
+        batch = None if first[0] is None else first[0] * len(input_shapes)
+        return (batch, first[1], first[2], self.channels)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels}
+
+
+class SplitStreams(keras.layers.Layer):
+    """Split stacked logits into the streams plus their stop-gradient mean (the ensemble)."""
+
+    def __init__(self, num_streams, **kwargs):
+        super().__init__(**kwargs)
+        self.num_streams = num_streams
+
+    def call(self, x):
+        streams = ops.split(x, self.num_streams, axis=0)
+        ensemble = ops.stop_gradient(sum(streams) / float(self.num_streams))
+        return [ensemble] + streams
+
+    def compute_output_shape(self, input_shape):
+        batch = None if input_shape[0] is None else input_shape[0] // self.num_streams
+        shape = (batch,) + tuple(input_shape[1:])
+        return [shape] * (self.num_streams + 1)
+
+    def get_config(self):
+        return {**super().get_config(), "num_streams": self.num_streams}
+
+
+def build_linear_fusion(num_classes, modalities, *, variant="b0", ratio=0.8,
+                        decoder_dim=256, freeze_bn=False, drop_path_rate=None,
+                        name="linear_fusion") -> keras.Model:
+    """LinearFusion model: {modality: [B,H,W,C]} -> {"logits", "logits_<modality>", ...}.
+
+    modalities: ordered {name: channels}, at least 2. Layers "encoder" and "decoder" hold
+    the parameter groups; LayerNorm variables have "norm" in their path.
+    """
+    modalities = dict(modalities)
+    if len(modalities) < 2:
+        raise ConfigError(f"modalities: LinearFusion needs at least 2 modalities, got {list(modalities)}")
+    channels = max(modalities.values())
+    for modality, c in modalities.items():
+        if c not in (1, channels):
+            raise ConfigError(
+                f"modalities: {modality!r} has {c} channels; LinearFusion shares the patch conv, "
+                f"so every modality needs 1 or {channels} channels"
+            )
+    num_streams = len(modalities)
+    config = mit_config(variant, drop_path_rate=drop_path_rate)
+    inputs = {m: keras.Input((None, None, c), name=m) for m, c in modalities.items()}
+    stacked = StackStreams(channels, name="stack_streams")(list(inputs.values()))
+    features = MixTransformer(**config, num_streams=num_streams, fusion_ratio=ratio,
+                              mask_token=True, name="encoder")(stacked)
+    logits = SegformerHead(num_classes, decoder_dim, freeze_bn=freeze_bn, name="decoder")(features)
+    logits = ResizeToInput(name="upsample")(logits, stacked)
+    ensemble, *streams = SplitStreams(num_streams, name="split_streams")(logits)
+    outputs = {"logits": ensemble}
+    outputs.update({f"logits_{m}": s for m, s in zip(modalities, streams)})
+    model = keras.Model(inputs, outputs, name=name)
+    model.output_loss_weights = {key: 1.0 / (num_streams + 1) for key in outputs}
+    return model

@@ -1,0 +1,143 @@
+"""Segformer: MiT encoder + all-MLP decoder, for any input height and width.
+
+Decoder (as M3L's SegFormerHead): Dense(C_i -> E) per level, bilinear resize
+(align_corners=False) to the c1 grid, concat [c4, c3, c2, c1], 1x1 conv (no bias) + BN +
+ReLU, SpatialDropout2D(0.1), 1x1 conv to classes; the model upsamples the logits
+bilinearly with align_corners=True to the input size.
+
+Speed: Dense_i, the resize and the fuse conv are all linear, so the decoder computes the
+identical result as sum_i resize(c_i @ (A_i W_i) + b_i W_i), with A_i W_i formed from the
+same parameters on every call. This skips the 4E -> E conv on the c1 grid (the largest
+cost of the model) while keeping the standard parameter layout.
+
+freeze_bn: M3L sets the decoder BN to eval mode for all of training, so its running
+statistics stay at their initial 0/1 and it acts as a learned affine. `freeze_bn=True`
+reproduces that (the BN is always called with training=False); the default False is
+standard Segformer.
+"""
+
+import keras
+from keras import ops
+
+from ssma_tf.models.layers import batch_norm
+from ssma_tf.models.mit import MixTransformer, _conv_init, mit_config
+
+BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
+BN_EPSILON = 1e-5
+
+
+def _axis_weights(out_size, in_size, align_corners):
+    """Source indices (i0, i1) and interpolation weight of i1 along one axis."""
+    out_pos = ops.cast(ops.arange(out_size), "float32")
+    in_f = ops.cast(in_size, "float32")
+    if align_corners:
+        scale = (in_f - 1.0) / ops.maximum(ops.cast(out_size, "float32") - 1.0, 1.0)
+        src = out_pos * scale
+    else:
+        src = (out_pos + 0.5) * (in_f / ops.cast(out_size, "float32")) - 0.5
+        src = ops.clip(src, 0.0, in_f - 1.0)
+    i0 = ops.cast(ops.floor(src), "int32")
+    i1 = ops.minimum(i0 + 1, ops.cast(in_size, "int32") - 1)
+    return i0, i1, src - ops.cast(i0, "float32")
+
+
+def bilinear_resize(x, size, align_corners=False):
+    """Bilinear resize of NHWC `x` to `size` (ints or scalar tensors), PyTorch semantics.
+
+    keras.ops.image.resize has no align_corners and needs static sizes; this takes both.
+    """
+    shape = ops.shape(x)
+    for axis, out_size in ((1, size[0]), (2, size[1])):
+        i0, i1, frac = _axis_weights(out_size, shape[axis], align_corners)
+        frac = ops.cast(frac, x.dtype)
+        frac = ops.reshape(frac, (1, -1, 1, 1) if axis == 1 else (1, 1, -1, 1))
+        low, high = ops.take(x, i0, axis=axis), ops.take(x, i1, axis=axis)
+        x = low + (high - low) * frac
+    return x
+
+
+class ResizeToInput(keras.layers.Layer):
+    """Upsample logits to the input's H x W (bilinear, align_corners=True), as float32."""
+
+    def call(self, x, reference):
+        shape = ops.shape(reference)
+        return ops.cast(bilinear_resize(x, (shape[1], shape[2]), align_corners=True), "float32")
+
+    def compute_output_shape(self, x_shape, reference_shape):
+        return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[-1])
+
+
+class SegformerHead(keras.layers.Layer):
+    """All-MLP decoder: [c1, c2, c3, c4] -> logits on the c1 grid."""
+
+    def __init__(self, num_classes, decoder_dim=256, dropout=0.1, freeze_bn=False, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes, self.decoder_dim = num_classes, decoder_dim
+        self.dropout_rate, self.freeze_bn = dropout, freeze_bn
+        self.bn = batch_norm(name="fuse_bn", momentum=BN_MOMENTUM, epsilon=BN_EPSILON)
+        self.dropout = keras.layers.SpatialDropout2D(dropout, name="dropout")
+        self.classifier = keras.layers.Conv2D(
+            num_classes, 1, kernel_initializer=_conv_init(), name="classifier"
+        )
+
+    def build(self, input_shapes):
+        dim = self.decoder_dim
+        dense_init = keras.initializers.TruncatedNormal(stddev=0.02)
+        self.linear_kernels, self.linear_biases = [], []
+        for i, shape in enumerate(input_shapes):
+            self.linear_kernels.append(self.add_weight(
+                shape=(shape[-1], dim), initializer=dense_init, name=f"linear_c{i + 1}_kernel"))
+            self.linear_biases.append(self.add_weight(
+                shape=(dim,), initializer="zeros", name=f"linear_c{i + 1}_bias"))
+        # 1x1 fuse conv kernel, rows in concat order [c4, c3, c2, c1]; He fan_out init.
+        self.fuse_kernel = self.add_weight(
+            shape=(4 * dim, dim),
+            initializer=keras.initializers.RandomNormal(stddev=(2.0 / dim) ** 0.5),
+            name="fuse_kernel",
+        )
+        grid = tuple(input_shapes[0][:-1]) + (dim,)
+        self.bn.build(grid)
+        self.classifier.build(grid)
+
+    def call(self, features, training=None):
+        dim = self.decoder_dim
+        grid = ops.shape(features[0])[1:3]
+        fused = None
+        for i, feature in enumerate(features):
+            block = 3 - i  # position of level i in the concat [c4, c3, c2, c1]
+            fuse_rows = self.fuse_kernel[block * dim:(block + 1) * dim]
+            kernel = ops.matmul(self.linear_kernels[i], fuse_rows)
+            bias = ops.matmul(self.linear_biases[i][None, :], fuse_rows)[0]
+            y = ops.matmul(feature, ops.cast(kernel, feature.dtype)) + ops.cast(bias, feature.dtype)
+            if i > 0:
+                y = bilinear_resize(y, grid, align_corners=False)
+            fused = y if fused is None else fused + y
+        x = self.bn(fused, training=False if self.freeze_bn else training)
+        x = self.dropout(ops.relu(x), training=training)
+        return self.classifier(x)
+
+    def compute_output_shape(self, input_shapes):
+        return tuple(input_shapes[0][:-1]) + (self.num_classes,)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "decoder_dim": self.decoder_dim, "dropout": self.dropout_rate,
+                "freeze_bn": self.freeze_bn}
+
+
+def build_segformer(num_classes, modality="rgb", channels=3, *, variant="b0",
+                    decoder_dim=256, freeze_bn=False, drop_path_rate=None,
+                    name="segformer") -> keras.Model:
+    """Unimodal Segformer: {modality: [B,H,W,C]} -> {"logits": [B,H,W,num_classes]}.
+
+    Layers "encoder" (MixTransformer) and "decoder" (SegformerHead) hold the two
+    parameter groups; LayerNorm variables have "norm" in their path.
+    """
+    config = mit_config(variant, drop_path_rate=drop_path_rate)
+    inputs = {modality: keras.Input((None, None, channels), name=modality)}
+    features = MixTransformer(**config, name="encoder")(inputs[modality])
+    logits = SegformerHead(num_classes, decoder_dim, freeze_bn=freeze_bn, name="decoder")(features)
+    logits = ResizeToInput(name="logits")(logits, inputs[modality])
+    model = keras.Model(inputs, {"logits": logits}, name=name)
+    model.output_loss_weights = {"logits": 1.0}
+    return model
