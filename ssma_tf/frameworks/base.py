@@ -2,7 +2,7 @@
 
 The trainer (ssma_tf/training/trainer.py) owns the strategy, data, loop, checkpoints and
 summaries. Before `build()` it sets `framework.step` (int64 tf.Variable, the global step,
-also saved in checkpoints) and `framework.global_batch_size` (labeled images per step over
+also saved in checkpoints; inside train_step it counts the steps done before this one) and `framework.global_batch_size` (labeled images per step over
 all replicas); `framework.global_unlabeled_batch_size` likewise when `uses_unlabeled`.
 """
 
@@ -32,7 +32,8 @@ class Framework:
         raise NotImplementedError
 
     def train_step(self, labeled, unlabeled=None) -> dict:
-        """One per-replica step; losses divided by the GLOBAL batch; returns scalars to log."""
+        """One per-replica step; losses divided by the GLOBAL batch; returns scalars to log
+        (keys containing "loss" are summed over replicas, the others averaged)."""
         raise NotImplementedError
 
     @property

@@ -94,8 +94,7 @@ class GroupOptimizer:
 
     def scale_loss(self, loss):
         """Loss multiplied by the loss scale (identity without mixed_float16)."""
-        first = next(iter(self.optimizers.values()))
-        return first.scale_loss(loss) if hasattr(first, "scale_loss") else loss
+        return next(iter(self.optimizers.values())).scale_loss(loss)
 
     def apply(self, tape, loss):
         """Differentiate `loss` (recorded on `tape`) and step every group."""
@@ -107,8 +106,9 @@ class GroupOptimizer:
             count = len(self.groups[group])
             pairs = list(zip(grads[start:start + count], variables[start:start + count]))
             start += count
-            if optimizer is not first and hasattr(optimizer, "loss_scale_factor"):
-                ratio = optimizer.loss_scale_factor / first.loss_scale_factor
+            if optimizer is not first and isinstance(optimizer,
+                                                     keras.optimizers.LossScaleOptimizer):
+                ratio = optimizer.dynamic_scale / first.dynamic_scale
                 pairs = [(g if g is None else g * tf.cast(ratio, g.dtype), v) for g, v in pairs]
             optimizer.apply_gradients(pairs)
 

@@ -1,0 +1,80 @@
+"""Checkpoint lookup and initialisation: resume, init_checkpoint, SSMA experts from stage 1."""
+
+import os
+
+import tensorflow as tf
+
+from ssma_tf.errors import ConfigError
+from ssma_tf.training.run_info import read_run_info
+
+
+def find_checkpoint(path, key="checkpoint"):
+    """Checkpoint prefix from a folder (its latest) or a prefix; ConfigError naming `key`."""
+    if path and os.path.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest:
+            return latest
+        raise ConfigError(f"key '{key}': no checkpoint in folder {path}")
+    if path and os.path.isfile(path + ".index"):
+        return path
+    raise ConfigError(f"key '{key}': no checkpoint at {path}")
+
+
+def checkpoint_folder(prefix):
+    return os.path.dirname(os.path.abspath(prefix))
+
+
+def restore_weights(model, prefix, key):
+    """Restore `model` saved as `model` in a training checkpoint; ConfigError on mismatch."""
+    status = tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError) as exc:
+        raise ConfigError(f"key '{key}': checkpoint {prefix} does not match the model "
+                          f"({str(exc).splitlines()[0][:200]})") from None
+
+
+def init_from_checkpoint(model, path, key="init_checkpoint"):
+    """Initialise every weight of `model` from the model of another run's checkpoint."""
+    prefix = find_checkpoint(path, key)
+    try:
+        restore_weights(model, prefix, key)
+    except (tf.errors.OpError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"key '{key}': checkpoint {prefix} does not match the model "
+                          f"({str(exc).splitlines()[0][:200]})") from None
+
+
+def init_experts(model, config):
+    """Copy the stage-1 AdapNet++ encoders (checkpoint1, checkpoint2, ...) into SSMA's
+    `expert_<modality>` encoders. The stage-1 model is rebuilt from its run_info.json when
+    there is one (else from this config's options), restored, and its "encoder" copied."""
+    from ssma_tf.config import Config
+    from ssma_tf.models.factory import build_model
+
+    for index, modality in enumerate(config.modalities):
+        key = f"checkpoint{index + 1}"
+        path = getattr(config, key, None)
+        if not path:
+            raise ConfigError(f"{config.source}: key '{key}' is required to initialise expert "
+                              f"'{modality}' (stage fusion); give the stage-1 checkpoint")
+        prefix = find_checkpoint(path, key)
+        expert = model.get_layer(f"expert_{modality}")
+        channels = int(expert.inputs[0].shape[-1])
+        info = read_run_info(checkpoint_folder(prefix))
+        if info:
+            stage1 = Config({**config.to_dict(), **info["config"]}, prefix)
+        else:
+            stage1 = config.replace(model="AdapNet_pp", modalities=[modality], stage="expert")
+        if stage1.model != "AdapNet_pp" or stage1.modalities != [modality]:
+            raise ConfigError(f"key '{key}': {prefix} is a {stage1.model} model of "
+                              f"{stage1.modalities}, expected an AdapNet_pp expert of "
+                              f"['{modality}']")
+        source = build_model(stage1, channels={modality: channels})
+        restore_weights(source, prefix, key)
+        try:
+            expert.set_weights(source.get_layer("encoder").get_weights())
+        except ValueError as exc:
+            raise ConfigError(f"key '{key}': encoder in {prefix} does not fit expert "
+                              f"'{modality}' ({str(exc).splitlines()[0][:200]})") from None

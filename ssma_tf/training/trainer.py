@@ -1,0 +1,226 @@
+"""The generic trainer: strategy, framework, data, loop, checkpoints, summaries, progress.
+
+Re-running the same config resumes from the latest checkpoint in `checkpoint` at the exact
+step. Only the chief writes to `checkpoint`; other workers save into a temporary folder
+(the save is collective) that is deleted at the end.
+"""
+
+import math
+import os
+import shutil
+
+import keras
+import tensorflow as tf
+
+from ssma_tf.data import schema
+from ssma_tf.data.pipeline import select_modalities, train_dataset
+from ssma_tf.errors import ConfigError
+from ssma_tf.frameworks import get_framework
+from ssma_tf.models import layers as model_layers
+from ssma_tf.models.factory import build_model
+from ssma_tf.training import checkpoints
+from ssma_tf.training.progress import Progress
+from ssma_tf.training.run_info import write_run_info
+from ssma_tf.training.strategy import is_chief, make_strategy, worker_id
+from ssma_tf.training.summaries import Summaries
+
+SUMMARY_IMAGES = 2
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped: a loss became NaN or infinite (the bad state is not saved)."""
+
+
+def _required(config, key):
+    value = getattr(config, key)
+    if value in (None, ""):
+        raise ConfigError(f"{config.source}: key '{key}' is required for training")
+    return value
+
+
+def _specs(config, records):
+    _, info = schema.resolve_records(records)
+    return select_modalities(records, info, config.modalities)
+
+
+def _set_precision(config):
+    policy = "float32" if config.mixed_precision == "none" else config.mixed_precision
+    keras.mixed_precision.set_global_policy(policy)
+
+
+def _datasets(config, strategy, framework, seed):
+    """Distributed iterators: labeled stream and (if the framework wants it) unlabeled."""
+    crop = (config.height, config.width)
+
+    def stream(records, batch_size, labeled, two_views=False):
+        def dataset_fn(ctx):
+            return train_dataset(
+                records, modalities=config.modalities,
+                batch_size=ctx.get_per_replica_batch_size(batch_size), crop=crop,
+                ignore_label=config.ignore_label, scale_range=(config.scale_min, config.scale_max),
+                flip=config.flip, photometric=config.photometric, seed=seed, input_context=ctx,
+                labeled=labeled, two_views=two_views, shuffle_buffer=config.shuffle_buffer,
+                depth_max=config.depth_max)
+        return iter(strategy.distribute_datasets_from_function(dataset_fn))
+
+    labeled = stream(config.train_data, config.batch_size, True)
+    unlabeled = None
+    if framework.uses_unlabeled:
+        records = _required(config, "unlabeled_data")
+        unlabeled = stream(records, framework.global_unlabeled_batch_size, False,
+                           framework.two_views)
+    return labeled, unlabeled
+
+
+def _summary_batch(config):
+    """A fixed small labeled batch for the prediction images."""
+    records = config.val_data or config.train_data
+    ds = train_dataset(records, modalities=config.modalities, batch_size=SUMMARY_IMAGES,
+                       crop=(config.height, config.width), ignore_label=config.ignore_label,
+                       scale_range=(1.0, 1.0), flip=False, photometric=False, seed=config.seed,
+                       shuffle_buffer=1, depth_max=config.depth_max)
+    return next(iter(ds))
+
+
+def _check_batch(config, strategy):
+    replicas = strategy.num_replicas_in_sync
+    for key in ("batch_size", "unlabeled_batch_size"):
+        value = getattr(config, key)
+        if value is not None and value % replicas:
+            raise ConfigError(f"{config.source}: key '{key}' ({value}) must be a multiple of "
+                              f"the {replicas} replicas")
+
+
+def initialise(framework, config):
+    """Fresh run only: init_checkpoint/intialize, else SSMA experts (stage fusion)."""
+    items = framework.checkpoint_items()
+    model = items.get("model", framework.eval_model)
+    if config.init_checkpoint:
+        checkpoints.init_from_checkpoint(model, config.init_checkpoint)
+    elif config.model == "SSMA" and config.stage == "fusion":
+        checkpoints.init_experts(model, config)
+
+
+def build_framework(config, strategy, channels, model_builder=None):
+    """Framework with its models/optimizers built inside `strategy.scope()`."""
+    _set_precision(config)
+    model_layers.set_sync_batch_norm(config.sync_bn and strategy.num_replicas_in_sync > 1)
+    builder = model_builder or (lambda: build_model(config, channels))
+    framework = get_framework(config.framework)(config, builder)
+    with strategy.scope():
+        framework.step = tf.Variable(
+            0, dtype=tf.int64, trainable=False, name="step",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        framework.build()
+    return framework
+
+
+def _reduce(strategy, per_replica):
+    """Sum the loss terms (already divided by the global batch), average the rest."""
+    out = {}
+    for key, value in per_replica.items():
+        op = tf.distribute.ReduceOp.SUM if "loss" in key else tf.distribute.ReduceOp.MEAN
+        out[key] = strategy.reduce(op, value, axis=None)
+    return out
+
+
+def make_step_fn(config, strategy, framework):
+    def replica_step(labeled, unlabeled):
+        return framework.train_step(labeled, unlabeled)
+
+    if config.xla:
+        replica_step = tf.function(replica_step, jit_compile=True)
+
+    @tf.function
+    def step_fn(labeled_it, unlabeled_it):
+        labeled = next(labeled_it)
+        unlabeled = next(unlabeled_it) if unlabeled_it is not None else None
+        out = _reduce(strategy, strategy.run(replica_step, args=(labeled, unlabeled)))
+        framework.step.assign_add(1)
+        return out
+
+    return step_fn
+
+
+def train(config, model_builder=None):
+    """Train per `config`; returns the checkpoint folder. Resumes when it holds a checkpoint."""
+    ckpt_dir = _required(config, "checkpoint")
+    _required(config, "train_data")
+    if config.num_classes is None and model_builder is None:
+        _required(config, "num_classes")
+    keras.utils.set_random_seed(config.seed)
+    strategy = make_strategy(config.strategy)
+    _check_batch(config, strategy)
+    chief = is_chief(strategy)
+    specs = _specs(config, config.train_data)
+    channels = {name: spec.channels for name, spec in specs.items()}
+    framework = build_framework(config, strategy, channels, model_builder)
+
+    write_dir = ckpt_dir if chief else os.path.join(ckpt_dir, f".worker-{worker_id(strategy)}")
+    checkpoint = tf.train.Checkpoint(step=framework.step, **framework.checkpoint_items())
+    manager = tf.train.CheckpointManager(checkpoint, write_dir, config.keep_checkpoints)
+    latest = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
+    with strategy.scope():
+        if latest:
+            checkpoint.restore(latest).assert_existing_objects_matched()
+        else:
+            initialise(framework, config)
+    start = int(framework.step.numpy())
+    if chief:
+        os.makedirs(ckpt_dir, exist_ok=True)
+        write_run_info(ckpt_dir, config, {n: s.to_json() for n, s in specs.items()},
+                       {"resumed_from": latest, "start_step": start})
+    if start >= config.max_iteration:
+        return ckpt_dir
+
+    labeled_it, unlabeled_it = _datasets(config, strategy, framework, config.seed + start)
+    step_fn = make_step_fn(config, strategy, framework)
+    summaries = Summaries(os.path.join(ckpt_dir, "train") if chief else None, config, specs)
+    sample = _summary_batch(config) if chief and config.summary_step > 0 else None
+    progress = Progress(start, config.max_iteration, config.batch_size)
+    saved_at = start
+    try:
+        for step in range(start + 1, config.max_iteration + 1):
+            values = {k: float(v) for k, v in step_fn(labeled_it, unlabeled_it).items()}
+            bad = [k for k, v in values.items() if "loss" in k and not math.isfinite(v)]
+            if bad:
+                raise NonFiniteLossError(
+                    f"non-finite {bad[0]} ({values[bad[0]]}) at step {step}; stopped without "
+                    f"saving; last checkpoint: {manager.latest_checkpoint or 'none'}")
+            progress.update(values)
+            if step % config.skip_step == 0 or step == config.max_iteration:
+                summaries.scalars(step, values)
+                if chief:
+                    progress.log(step)
+            if sample is not None and step % config.summary_step == 0:
+                summaries.images(step, framework.eval_model, *sample)
+            if step % config.save_step == 0:
+                manager.save(checkpoint_number=step)
+                saved_at = step
+        if saved_at != config.max_iteration:
+            manager.save(checkpoint_number=config.max_iteration)
+    finally:
+        summaries.flush()
+        if not chief:
+            shutil.rmtree(write_dir, ignore_errors=True)
+    return ckpt_dir
+
+
+def restore_model(config, checkpoint=None):
+    """The framework's eval_model rebuilt from `config`, weights from `checkpoint` (a folder
+    or prefix; default config.checkpoint's latest)."""
+    prefix = checkpoints.find_checkpoint(checkpoint or config.checkpoint)
+    info = checkpoints.read_run_info(checkpoints.checkpoint_folder(prefix))
+    channels = {}
+    if info and info.get("modalities"):
+        channels = {n: s["channels"] for n, s in info["modalities"].items()}
+    framework = build_framework(config.replace(mixed_precision="none"),
+                                tf.distribute.get_strategy(), channels)
+    status = tf.train.Checkpoint(**framework.checkpoint_items()).restore(prefix)
+    try:
+        status.expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError) as exc:
+        raise ConfigError(f"key 'checkpoint': {prefix} does not match the {config.model} / "
+                          f"{config.framework} built from {config.source} "
+                          f"({str(exc).splitlines()[0][:200]})") from None
+    return framework.eval_model
