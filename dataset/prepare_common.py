@@ -1,0 +1,88 @@
+"""Shared preparer plumbing: image I/O with clear errors, list writing, the --root/--out CLI."""
+
+import argparse
+import os
+import sys
+
+import cv2
+import numpy as np
+
+from ssma_tf.errors import InputError
+from ssma_tf.io_utils import atomic_write
+
+
+def read_image(path, flags=cv2.IMREAD_UNCHANGED):
+    """cv2.imread that raises InputError naming the file; colour images come back RGB."""
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        raise InputError(f"{path}: cannot read image")
+    if image.ndim == 3 and image.shape[2] >= 3:
+        image = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)
+    return image
+
+
+def write_png(path, image):
+    """Write an HxW (uint8/uint16) or RGB HxWx3 image as PNG, atomically."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise InputError(f"{path}: cannot encode PNG")
+    with atomic_write(str(path), "wb") as handle:
+        handle.write(data.tobytes())
+
+
+def write_list(path, rows, relative_to=None):
+    """Write rows of file paths as a list file, paths relative to `relative_to` (default: the
+    list's own folder); columns are tab-separated when a path contains whitespace."""
+    folder = os.path.abspath(relative_to or os.path.dirname(os.path.abspath(path)))
+    with atomic_write(str(path)) as handle:
+        for row in rows:
+            rel = [os.path.relpath(os.path.abspath(p), folder) for p in row]
+            sep = "\t" if any(any(ch.isspace() for ch in r) for r in rel) else " "
+            handle.write(sep.join(rel) + "\n")
+    return str(path)
+
+
+def require_dir(path, what):
+    if not os.path.isdir(path):
+        raise InputError(f"{path}: {what} folder not found")
+    return path
+
+
+def sorted_files(folder, suffix=""):
+    """Files in `folder` whose names end with `suffix`, sorted; InputError if the folder is missing."""
+    require_dir(folder, "expected")
+    return sorted(f for f in os.listdir(folder) if f.endswith(suffix)
+                  and os.path.isfile(os.path.join(folder, f)))
+
+
+def resize_to(image, shape, nearest):
+    """Resize to (H, W) when needed: nearest for labels, area for images."""
+    if image.shape[:2] == tuple(shape):
+        return image
+    flag = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
+    return cv2.resize(image, (shape[1], shape[0]), interpolation=flag)
+
+
+def lut(image, table):
+    """Apply a uint8[256] raw -> train id table."""
+    return np.asarray(table, np.uint8)[image]
+
+
+def cli(prepare, description, argv=None, add_arguments=None):
+    """Run `prepare(root, out, **extra)` from --root/--out (+ extra flags); InputError -> exit 2."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--root", required=True, help="the dataset as downloaded")
+    parser.add_argument("--out", required=True, help="folder for list files and converted PNGs")
+    if add_arguments:
+        add_arguments(parser)
+    args = vars(parser.parse_args(argv))
+    try:
+        lists = prepare(args.pop("root"), args.pop("out"), **args)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for split, path in lists.items():
+        print(f"{split}: {path}")
+    return 0
