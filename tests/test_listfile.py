@@ -73,3 +73,10 @@ def test_errors_name_list_line_and_path(tmp_path, text, message):
 def test_missing_list_file(tmp_path):
     with pytest.raises(InputError, match="cannot read list file .*nope.txt"):
         read_list(tmp_path / "nope.txt", COLS)
+
+
+def test_missing_file_on_a_line_with_spaces_is_named(tmp_path):
+    _touch(tmp_path, "my imgs/a 1.png", "l/a.png")
+    lst = _write(tmp_path / "m.txt", "my imgs/a 1.png d/a.png l/a.png\n")
+    with pytest.raises(InputError, match=r"m.txt:1: depth file not found: .*d/a.png"):
+        read_list(lst, COLS)

@@ -5,6 +5,8 @@ contain spaces (tokens are re-joined so that every column names an existing file
 """
 
 import dataclasses
+import functools
+import itertools
 import os
 import re
 
@@ -23,17 +25,12 @@ def _resolve(folder, path):
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(folder, path))
 
 
-def _splits(tokens, seps, n, exists):
-    """All ways to join consecutive tokens into n groups that each are an existing file."""
-    if n == 1:
-        joined = "".join(t + s for t, s in zip(tokens, seps + [""]))
-        return [[joined]] if exists(joined) else []
-    found = []
-    for k in range(1, len(tokens) - n + 2):
-        head = "".join(t + s for t, s in zip(tokens[:k], seps[: k - 1] + [""]))
-        if exists(head):
-            found += [[head] + rest for rest in _splits(tokens[k:], seps[k:], n - 1, exists)]
-    return found
+def _partitions(tokens, seps, n):
+    """Every way to join consecutive tokens (with their original separators) into n columns."""
+    for cuts in itertools.combinations(range(1, len(tokens)), n - 1):
+        bounds = (0,) + cuts + (len(tokens),)
+        yield ["".join(t + s for t, s in zip(tokens[a:b], seps[a:b - 1] + [""]))
+               for a, b in zip(bounds, bounds[1:])]
 
 
 def _columns(text, n, where, exists):
@@ -48,14 +45,18 @@ def _columns(text, n, where, exists):
         return tokens
     if len(tokens) < n:
         raise InputError(f"{where}: expected {n} columns, found {len(tokens)}: {text!r}")
-    options = _splits(tokens, seps, n, exists)
-    if len(options) == 1:
-        return options[0]
-    if not options:
-        raise InputError(f"{where}: expected {n} columns, found {len(tokens)} space-separated "
-                         f"tokens that do not join into {n} existing files: {text!r}")
-    raise InputError(f"{where}: ambiguous line, {len(options)} ways to read it as {n} existing "
-                     f"files (e.g. {options[0]} or {options[1]}); separate columns with tabs")
+    # Paths with spaces: keep the readings whose columns are existing files.
+    scored = [(sum(map(exists, cols)), cols) for cols in _partitions(tokens, seps, n)]
+    best = max(score for score, _ in scored)
+    options = [cols for score, cols in scored if score == best]
+    if best == n and len(options) > 1:
+        raise InputError(f"{where}: ambiguous line, {len(options)} ways to read it as {n} existing "
+                         f"files (e.g. {options[0]} or {options[1]}); separate columns with tabs")
+    if best == n or (best == n - 1 and len(options) == 1 and
+                     all(exists(c) for c in options[0] if c not in tokens)):
+        return options[0]          # joins backed by existing files: one missing file is named later
+    raise InputError(f"{where}: expected {n} columns, found {len(tokens)} space-separated "
+                     f"tokens that do not join into {n} existing files: {text!r}")
 
 
 def read_list(list_path, columns, *, check_exists=True) -> list:
@@ -72,7 +73,8 @@ def read_list(list_path, columns, *, check_exists=True) -> list:
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read list file {list_path}: {e}") from e
     folder = os.path.dirname(os.path.abspath(list_path))
-    exists = (lambda p: os.path.isfile(_resolve(folder, p))) if check_exists else (lambda p: True)
+    exists = functools.lru_cache(maxsize=None)(
+        (lambda p: os.path.isfile(_resolve(folder, p))) if check_exists else (lambda p: True))
     entries = []
     for number, raw in enumerate(lines, start=1):
         text = raw.strip()
