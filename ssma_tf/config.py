@@ -13,7 +13,9 @@ import yaml
 
 from ssma_tf.errors import ConfigError
 
+MULTIMODAL_LR_GROUPS = ("encoder", "decoder", "norm")
 MULTIMODAL_MODELS = ("ssma", "linearfusion", "tokenfusion")
+LR_GROUPS = ("encoder", "decoder", "norm")
 MODELS = ("AdapNet_pp", "SSMA", "segformer", "linearfusion", "tokenfusion")
 
 
@@ -125,6 +127,8 @@ _TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "boo
 def _coerce(key, value):
     """Value converted to the key's type, or raise ValueError."""
     spec = KEYS[key]
+    if value is None:
+        return spec.default
     if isinstance(value, str) and spec.type not in ("str", "path"):
         value = value.strip()
         if value == "":
@@ -223,6 +227,10 @@ def _resolve(values):
             out["modalities"] = out["type"].split("_")
         else:
             out["modalities"] = ["rgb", "depth"] if multimodal else ["rgb"]
+    unknown = sorted(set(out["lr_multipliers"]) - set(LR_GROUPS))
+    if unknown:
+        raise ConfigError(f"key 'lr_multipliers': unknown group '{unknown[0]}', expected "
+                          f"{', '.join(LR_GROUPS)}")
     if out["stage"] is None:
         out["stage"] = "fusion" if out["model"] == "SSMA" else "expert"
     if out["freeze_experts"] is None:
