@@ -96,6 +96,19 @@ def test_unlabeled_computed_encodings_and_json_label_map(tmp_path):
     np.testing.assert_array_equal(decoded[0][1]["label"][..., 0], expected)
 
 
+def test_label_map_from_dataset_registry(tmp_path):
+    lst, _ = _dataset(tmp_path, n=1)
+    raw = np.zeros((H, W), np.uint8)
+    raw[:, :4], raw[:, 4:8], raw[:, 8:] = 7, 26, 3          # cityscapes road, car, out of roi
+    cv2.imwrite(str(tmp_path / "img/l0.png"), raw)
+    convert(lst, str(tmp_path / "c.tfrecords"), label_map="cityscapes", num_classes=19, workers=1)
+    _, decoded = _read(str(tmp_path / "c.tfrecords"))
+    label = decoded[0][1]["label"][..., 0]
+    assert (label[:, :4] == 0).all() and (label[:, 4:8] == 13).all() and (label[:, 8:] == 255).all()
+    with pytest.raises(InputError, match="nosuchset"):
+        convert(lst, str(tmp_path / "d.tfrecords"), label_map="nosuchset")
+
+
 def test_parse_encodings_defaults_and_errors():
     assert parse_encodings("", ["rgb", "depth", "evi"]) == {"rgb": "color", "depth": "raw", "evi": "image"}
     assert parse_encodings("depth=jet", ["rgb", "depth"])["depth"] == "jet"

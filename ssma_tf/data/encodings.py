@@ -10,7 +10,6 @@ import numpy as np
 from ssma_tf.data.schema import ENCODINGS, ModalitySpec
 from ssma_tf.errors import InputError
 
-DEPTH_ENCODINGS = ("raw", "jet", "hha")
 _DIAMOND5 = np.array([[0, 0, 1, 0, 0],
                       [0, 1, 1, 1, 0],
                       [1, 1, 1, 1, 1],
