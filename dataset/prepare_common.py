@@ -36,6 +36,11 @@ def write_list(path, rows, relative_to=None):
     """Write rows of file paths as a list file, paths relative to `relative_to` (default: the
     list's own folder); columns are tab-separated when a path contains whitespace."""
     folder = os.path.abspath(relative_to or os.path.dirname(os.path.abspath(path)))
+    widths = {len(row) for row in rows}
+    if len(widths) > 1:
+        short = next(row for row in rows if len(row) == min(widths))
+        raise InputError(f"{path}: samples have {sorted(widths)} columns; e.g. {short[0]} has "
+                         f"{len(short)} (a label or modality file is missing)")
     with atomic_write(str(path)) as handle:
         for row in rows:
             rel = [os.path.relpath(os.path.abspath(p), folder) for p in row]

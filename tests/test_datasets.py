@@ -122,6 +122,15 @@ def test_prepare_cityscapes_defaults_and_errors(tmp_path, capsys):
     assert prepare_cityscapes.main(["--root", str(tmp_path / "cs"), "--out",
                                     str(tmp_path / "o")]) == 2
     assert "disparity missing" in capsys.readouterr().err
+    os.remove(tmp_path / "cs" / "gtFine" / "train" / "aachen" / "aachen_000000_000019_gtFine_labelIds.png")
+    _png(tmp_path / "cs" / "leftImg8bit" / "train" / "bonn" / "bonn_000000_000019_leftImg8bit.png",
+         np.zeros((8, 8, 3), np.uint8))
+    _png(tmp_path / "cs" / "disparity" / "train" / "bonn" / "bonn_000000_000019_disparity.png",
+         np.zeros((8, 8), np.uint16))
+    _png(tmp_path / "cs" / "gtFine" / "train" / "bonn" / "bonn_000000_000019_gtFine_labelIds.png",
+         np.zeros((8, 8), np.uint8))
+    with pytest.raises(InputError, match=r"train.txt: samples have \[2, 3\] columns.*aachen"):
+        prepare_cityscapes.prepare(str(tmp_path / "cs"), str(tmp_path / "o2"))
     with pytest.raises(InputError, match="leftImg8bit"):
         prepare_cityscapes.prepare(str(tmp_path / "nothing"), str(tmp_path / "o"))
 
