@@ -111,7 +111,8 @@ def read_image(path, where) -> np.ndarray:
 def _read_label(path, where, job):
     label = read_image(path, where)
     if label.ndim == 3 and label.shape[2] > 1:
-        raise InputError(f"{where}: label {path} must be one channel, it has {label.shape[2]}")
+        raise InputError(f"{where}: label {path} must be one channel of class ids, it has "
+                         f"{label.shape[2]} (colour or palette PNG? map it to ids first)")
     label = label.reshape(label.shape[:2])
     if label.dtype != np.uint8:
         if not np.issubdtype(label.dtype, np.integer) or label.max() > 255:
