@@ -35,3 +35,30 @@ def sample_batch(batch=2, height=30, width=45, seed=0):
     labels = np.where(depth[..., 0] > 0.25, 1, 0).astype(np.int32)
     labels[:, : height // 3] = 2
     return {"rgb": rgb, "depth": depth}, labels
+
+
+def saved_run(folder, num_records=4):
+    """A real (untrained) tiny SSMA run on disk: records, checkpoint with run_info.json and a
+    config file, as `train.py` leaves them. Returns the config path."""
+    import tensorflow as tf
+    import yaml
+
+    from trainer_data import TINY_ADAPNET, write_records
+    from ssma_tf.config import load_config
+    from ssma_tf.training.run_info import write_run_info
+    from ssma_tf.training.trainer import build_framework
+
+    records = write_records(folder, num=num_records, name="test")
+    values = {**TINY_ADAPNET, "model": "SSMA", "stage": "finetune", "test_data": records,
+              "checkpoint": str(folder / "ckpt"), "max_iteration": 1}
+    path = str(folder / "run.config")
+    with open(path, "w") as handle:
+        yaml.safe_dump(values, handle)
+    config = load_config(path)
+    framework = build_framework(config, tf.distribute.get_strategy(), {"rgb": 3, "depth": 1})
+    tf.train.Checkpoint(**framework.checkpoint_items()).save(str(folder / "ckpt" / "ckpt"))
+    specs = {"rgb": {"name": "rgb", "encoding": "color", "channels": 3, "dtype": "uint8"},
+             "depth": {"name": "depth", "encoding": "raw", "channels": 1, "dtype": "uint16",
+                       "depth_scale": 0.001}}
+    write_run_info(str(folder / "ckpt"), config, specs)
+    return path

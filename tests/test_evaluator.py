@@ -96,3 +96,41 @@ def test_colorize_and_blend():
     mixed = blend(np.full((1, 3, 3), 100, np.uint8), colour, alpha=0.5)
     np.testing.assert_array_equal(mixed[0, 0], [178, 50, 50])
     assert len({tuple(c) for c in default_palette(40)}) == 40
+
+
+@pytest.fixture(scope="module")
+def run_config(tmp_path_factory):
+    from eval_models import saved_run
+
+    return saved_run(tmp_path_factory.mktemp("run"), num_records=4)
+
+
+def test_evaluate_cli_all_modalities(run_config, tmp_path, capsys):
+    import json
+
+    import evaluate
+
+    output = tmp_path / "metrics.json"
+    code = evaluate.main(["--config", run_config, "--missing-modality", "all", "--output",
+                          str(output), "--overlays", str(tmp_path / "ov"), "--num-overlays", "2",
+                          "--miou-rule", "ssma", "--batch-size", "2"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "no depth" in printed and "no rgb" in printed and "mIoU" in printed
+    report = json.loads(output.read_text())
+    assert list(report["results"]) == ["full", "no rgb", "no depth"]
+    assert report["results"]["full"]["num_images"] == 4
+    assert report["results"]["no depth"]["miou_rule"] == "ssma"
+    assert sorted(os.listdir(tmp_path / "ov")) == ["full", "no_depth", "no_rgb"]
+    assert len(os.listdir(tmp_path / "ov" / "full")) == 4
+
+
+def test_evaluate_cli_errors_name_the_problem(run_config, capsys):
+    import evaluate
+
+    assert evaluate.main(["--config", run_config, "--missing-modality", "thermal"]) == 2
+    assert "thermal" in capsys.readouterr().err
+    assert evaluate.main(["--config", run_config, "--scales", "1,x"]) == 2
+    assert "--scales" in capsys.readouterr().err
+    assert evaluate.main(["--config", run_config, "--override", "test_data=/nope/x.tfrecords"]) == 2
+    assert "/nope/x.tfrecords" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Run a segmentation model over an evaluation dataset: mIoU, multi-scale + flip, a missing
 modality, colour overlays."""
 
+import functools
 import os
 
 import numpy as np
@@ -11,6 +12,17 @@ from ssma_tf.evaluation.metrics import ConfusionMatrix
 from ssma_tf.evaluation.overlays import default_palette, display_image, write_overlays
 
 PAD_MULTIPLE = 32
+
+
+def parse_scales(text):
+    """"0.75,1,1.25" -> [0.75, 1.0, 1.25]; InputError naming --scales otherwise."""
+    try:
+        scales = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise InputError(f"--scales: expected comma-separated numbers, got {text!r}") from None
+    if not scales or min(scales) <= 0:
+        raise InputError(f"--scales: expected positive numbers, got {text!r}")
+    return scales
 
 
 def main_logits(outputs):
@@ -77,6 +89,19 @@ def drop_modality(inputs, name):
     return {n: tf.zeros_like(x) if n == name else x for n, x in inputs.items()}
 
 
+@functools.lru_cache(maxsize=4)
+def label_predictor(model, scales=(1.0,), flip=False):
+    """A compiled inputs -> int32 labels [B,H,W] function (cached: one trace per model and
+    setting, shared by the full and missing-modality runs)."""
+
+    @tf.function(reduce_retracing=True)
+    def predict(inputs):
+        probabilities = multiscale_probabilities(model, inputs, scales, flip)
+        return tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+
+    return predict
+
+
 def evaluate(model, dataset, *, num_classes, ignore_label=255, missing_modality=None,
              scales=(1.0,), flip=False, overlays_dir=None, num_overlays=0, palette=None,
              class_names=None, miou_rule="standard", specs=None):
@@ -88,20 +113,14 @@ def evaluate(model, dataset, *, num_classes, ignore_label=255, missing_modality=
     scales = tuple(float(s) for s in scales)
     cm = ConfusionMatrix(num_classes, ignore_label, miou_rule)
     palette = default_palette(num_classes) if palette is None else palette
-
-    @tf.function(reduce_retracing=True)
-    def predict(inputs):
-        if missing_modality:
-            inputs = drop_modality(inputs, missing_modality)
-        return tf.argmax(multiscale_probabilities(model, inputs, scales, flip), axis=-1,
-                         output_type=tf.int32)
-
+    predict = label_predictor(model, scales, flip)
     if missing_modality:
         check_modality(dataset.element_spec[0], missing_modality)
     num_images = 0
     overlay_paths = []
     for inputs, labels in dataset:
-        predictions = predict(inputs)
+        model_inputs = drop_modality(inputs, missing_modality) if missing_modality else inputs
+        predictions = predict(model_inputs)
         cm.update(labels, predictions)
         if overlays_dir and num_images < num_overlays:
             overlay_paths += _write_batch_overlays(

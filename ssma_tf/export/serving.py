@@ -2,8 +2,8 @@
 
 Layout: `output_dir/<version>/` (TF Serving's `<model>/<version>/`; it serves the highest
 integer version). The version folder holds the SavedModel plus `config.yaml` (the resolved
-training config) and `export_info.json` (modalities, input dtypes and units, outputs), which
-the SavedModel loader ignores.
+config), `export_info.json` (modalities, input dtypes and units, outputs) and the training
+`run_info.json` when known; the SavedModel loader ignores them.
 
 Signature `serving_default`, one named input per model modality:
 - 8-bit images (encodings color, image, jet, hha): uint8 `[B, H, W, 3]`, RGB order;
@@ -58,11 +58,12 @@ def serving_specs(model, specs, depth_input="units"):
 
 
 def export_saved_model(model, specs, output_dir, *, depth_max=10.0, config_dict=None,
-                       depth_input="units", version=None):
+                       depth_input="units", version=None, run_info=None):
     """Writes the serving SavedModel under `output_dir/<version>/` atomically; returns that path.
 
     `specs`: {modality: ModalitySpec} (the dataset's). `version`: an int; default one more
-    than the highest existing integer folder (1 for a new model folder).
+    than the highest existing integer folder (1 for a new model folder). `run_info`: the
+    training run's run_info dict, copied beside the model as run_info.json.
     """
     graph_specs, signature = serving_specs(model, specs, depth_input)
 
@@ -93,6 +94,9 @@ def export_saved_model(model, specs, output_dir, *, depth_max=10.0, config_dict=
         }
         with open(os.path.join(tmp, "export_info.json"), "w") as handle:
             json.dump(info, handle, indent=1)
+        if run_info:
+            with open(os.path.join(tmp, "run_info.json"), "w") as handle:
+                json.dump(run_info, handle, indent=1, default=str)
     return final
 
 

@@ -1,0 +1,101 @@
+"""Evaluate a trained model on the config's test_data (or val_data): per-class IoU, mIoU.
+
+  python evaluate.py --config run.config [--checkpoint PATH] [--missing-modality depth|all]
+      [--scales 0.75,1,1.25] [--flip] [--miou-rule standard|ssma] [--output metrics.json]
+      [--overlays DIR --num-overlays N]
+
+One confusion matrix over the whole set. `--missing-modality all` evaluates with full input
+and with each modality missing (all-zero input) and prints one table.
+mIoU rules: "standard" skips classes absent from ground truth and prediction; "ssma" (the
+original code) averages every class except the ignored one, counting absent classes as 0.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import keras
+
+from ssma_tf.errors import InputError
+from ssma_tf.evaluation.evaluator import parse_scales
+from ssma_tf.evaluation.metrics import MIOU_RULES, format_table
+
+
+def _parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-c", "--config", required=True, help="flat key: value YAML config")
+    parser.add_argument("--checkpoint", help="checkpoint folder or prefix (default: config)")
+    parser.add_argument("--missing-modality", help="modality fed as zeros, or 'all'")
+    parser.add_argument("--output", help="write the results as JSON here")
+    parser.add_argument("--scales", help="comma-separated scales (default: config eval_scales)")
+    parser.add_argument("--flip", action="store_true", default=None,
+                        help="add flipped predictions (default: config eval_flip)")
+    parser.add_argument("--miou-rule", choices=MIOU_RULES, default="standard")
+    parser.add_argument("--overlays", help="folder for prediction / ground-truth overlays")
+    parser.add_argument("--num-overlays", type=int,
+                        help="overlays for the first N images (default: config num_overlays, "
+                             "or 4 with --overlays)")
+    parser.add_argument("--batch-size", type=int, default=1,
+                        help="images per batch (>1 needs equal image sizes)")
+    parser.add_argument("--override", action="append", default=[], help="key=value (repeatable)")
+    return parser
+
+
+def run_evaluation(args):
+    """Evaluates as `args` says; returns the JSON-ready report."""
+    from ssma_tf.data.pipeline import eval_dataset
+    from ssma_tf.evaluation.evaluator import check_modality, evaluate
+    from ssma_tf.evaluation.run import eval_records, load_eval_config, load_run
+
+    config = load_eval_config(args.config, args.override)
+    keras.utils.set_random_seed(config.seed)
+    records = eval_records(config)
+    scales = parse_scales(args.scales) if args.scales else config.eval_scales
+    flip = config.eval_flip if args.flip is None else args.flip
+    num_overlays = args.num_overlays if args.num_overlays is not None else (
+        config.num_overlays or (4 if args.overlays else 0))
+    missing = [None]
+    if args.missing_modality == "all":
+        missing += list(config.modalities)
+    elif args.missing_modality:
+        check_modality(config.modalities, args.missing_modality)
+        missing = [args.missing_modality]
+    dataset = eval_dataset(records, modalities=config.modalities, batch_size=args.batch_size,
+                           ignore_label=config.ignore_label, depth_max=config.depth_max)
+    run = load_run(config, args.checkpoint)
+    results = {}
+    for name in missing:
+        heading = "full" if name is None else f"no {name}"
+        overlays = args.overlays
+        if overlays and len(missing) > 1:
+            overlays = os.path.join(overlays, "full" if name is None else f"no_{name}")
+        results[heading] = evaluate(
+            run.model, dataset, num_classes=config.num_classes, ignore_label=config.ignore_label,
+            missing_modality=name, scales=scales, flip=flip, overlays_dir=overlays,
+            num_overlays=num_overlays, palette=run.palette, class_names=run.class_names,
+            miou_rule=args.miou_rule, specs=run.specs)
+    return {"config_file": config.source, "checkpoint": run.checkpoint, "records": records,
+            "model": config.model, "results": results}
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        report = run_evaluation(args)
+        print(format_table(report["results"],
+                           title=f"{report['records']} ({report['checkpoint']})"))
+        if args.output:
+            from ssma_tf.io_utils import atomic_write
+
+            with atomic_write(args.output) as handle:
+                json.dump(report, handle, indent=1)
+            print(f"metrics written to {args.output}")
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Segment images with a trained model: python predict.py --config run.config
+--input (FOLDER | LIST.txt | IMAGE) [--depth (FOLDER | IMAGE)] --output DIR
+
+Input forms (the first config modality, usually rgb, comes from --input):
+- an image file, with the other modalities given as files (--depth FILE, --modality NAME=FILE);
+- a folder of images, the other modalities as folders holding files with the same stems;
+- a list file (.txt): one sample per line, one column per config modality in order, exactly
+  as the converter's list files; a trailing label column is allowed and ignored.
+For each sample writes `<stem>_labels.png` (uint8 train ids), `<stem>_color.png` (dataset
+palette) and `<stem>_overlay.png` (colours blended over the RGB image). Raw depth files are
+16-bit PNGs in stored units (millimetres by default); `--missing-modality NAME` feeds zeros.
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from ssma_tf.errors import InputError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+LIST_EXTENSIONS = (".txt", ".lst", ".list")
+
+
+def _parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-c", "--config", required=True, help="flat key: value YAML config")
+    parser.add_argument("--input", required=True, help="image, folder or list file")
+    parser.add_argument("--depth", help="depth image or folder (the 'depth' modality)")
+    parser.add_argument("--modality", action="append", default=[],
+                        help="NAME=PATH for another modality (image or folder; repeatable)")
+    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--checkpoint", help="checkpoint folder or prefix (default: config)")
+    parser.add_argument("--missing-modality", help="modality fed as zeros (sensor missing)")
+    parser.add_argument("--scales", help="comma-separated scales (default: config eval_scales)")
+    parser.add_argument("--flip", action="store_true", default=None,
+                        help="add flipped predictions (default: config eval_flip)")
+    parser.add_argument("--override", action="append", default=[], help="key=value (repeatable)")
+    return parser
+
+
+def _other_paths(args, modalities):
+    """{modality: path} from --depth and --modality NAME=PATH."""
+    paths = {}
+    for text in args.modality:
+        name, sep, path = text.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--modality {text!r}: expected NAME=PATH")
+        paths[name] = path
+    if args.depth:
+        paths["depth"] = args.depth
+    unknown = sorted(set(paths) - set(modalities[1:]))
+    if unknown:
+        raise InputError(f"--depth/--modality {unknown[0]!r}: the model's other modalities are "
+                         f"{modalities[1:]}")
+    return paths
+
+
+def _folder_images(folder):
+    return {os.path.splitext(n)[0]: os.path.join(folder, n) for n in sorted(os.listdir(folder))
+            if n.lower().endswith(IMAGE_EXTENSIONS)}
+
+
+def collect_samples(args, modalities, needed):
+    """[(stem, {modality: path})] for the --input form; `needed` = modalities to read."""
+    from ssma_tf.data.listfile import read_list
+
+    source = args.input
+    others = _other_paths(args, modalities)
+    first = modalities[0]
+    if os.path.isfile(source) and source.lower().endswith(LIST_EXTENSIONS):
+        try:
+            entries = read_list(source, list(modalities))
+        except InputError as error:
+            try:
+                entries = read_list(source, list(modalities) + ["label"])
+            except InputError:
+                raise error from None
+        return [(os.path.splitext(os.path.basename(e.paths[0]))[0],
+                 {n: p for n, p in zip(modalities, e.paths) if n in needed}) for e in entries]
+    missing = [n for n in needed if n != first and n not in others]
+    if missing:
+        raise InputError(f"--input {source}: modality {missing[0]!r} is needed too "
+                         f"(--depth / --modality {missing[0]}=PATH, or --missing-modality)")
+    if os.path.isdir(source):
+        firsts = _folder_images(source)
+        if not firsts:
+            raise InputError(f"--input {source}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        folders = {}
+        for name in needed:
+            if name == first:
+                continue
+            if not os.path.isdir(others[name]):
+                raise InputError(f"{others[name]}: --input is a folder, so {name} must be one too")
+            folders[name] = _folder_images(others[name])
+        samples = []
+        for stem, path in firsts.items():
+            paths = {first: path}
+            for name, images in folders.items():
+                if stem not in images:
+                    raise InputError(f"{others[name]}: no {name} image named {stem}.* to go "
+                                     f"with {path}")
+                paths[name] = images[stem]
+            samples.append((stem, paths))
+        return samples
+    if not os.path.isfile(source):
+        raise InputError(f"--input {source}: no such image, folder or list file")
+    paths = {first: source}
+    paths.update({n: others[n] for n in needed if n != first})
+    return [(os.path.splitext(os.path.basename(source))[0], paths)]
+
+
+def load_arrays(paths, specs, where):
+    """{modality: stored array [H, W, C]} (uint8 images, uint16 raw depth) read from files."""
+    from ssma_tf.data.convert import read_image
+    from ssma_tf.data.encodings import encode_modality, three_channel_uint8
+
+    arrays = {}
+    for name, path in paths.items():
+        spec = specs[name]
+        image = read_image(path, where)
+        try:
+            if spec.encoding == "raw":
+                array = encode_modality(image, "raw", depth_scale=spec.depth_scale)
+            elif spec.encoding in ("jet", "hha") and image.ndim == 2:
+                if spec.encoding == "hha":
+                    raise InputError("hha needs camera intrinsics: pass precomputed HHA images")
+                array = encode_modality(image, "jet", depth_scale=spec.depth_scale)
+            else:
+                array = three_channel_uint8(image)
+        except InputError as exc:
+            raise InputError(f"{where}: {name} {path}: {exc}") from None
+        arrays[name] = array.reshape(array.shape[:2] + (spec.channels,))
+    sizes = {a.shape[:2] for a in arrays.values()}
+    if len(sizes) > 1:
+        raise InputError(f"{where}: the modalities differ in size: "
+                         + ", ".join(f"{n} {a.shape[1]}x{a.shape[0]}" for n, a in arrays.items()))
+    return arrays
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        count = run_prediction(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{count} predictions written to {args.output}")
+    return 0
+
+
+def run_prediction(args):
+    """Predicts every sample of `args.input`; returns the number written."""
+    import tensorflow as tf
+
+    from ssma_tf.data.normalize import normalize
+    from ssma_tf.evaluation.evaluator import check_modality, label_predictor, parse_scales
+    from ssma_tf.evaluation.overlays import blend, colorize, display_image, write_png
+    from ssma_tf.evaluation.run import load_eval_config, load_run
+
+    config = load_eval_config(args.config, args.override)
+    modalities = list(config.modalities)
+    if args.missing_modality:
+        check_modality(modalities, args.missing_modality)
+    needed = [n for n in modalities if n != args.missing_modality]
+    samples = collect_samples(args, modalities, needed)
+    scales = parse_scales(args.scales) if args.scales else config.eval_scales
+    run = load_run(config, args.checkpoint)
+    flip = config.eval_flip if args.flip is None else args.flip
+
+    predict = label_predictor(run.model, tuple(scales), bool(flip))
+
+    used = set()
+    for index, (stem, paths) in enumerate(samples):
+        arrays = load_arrays(paths, run.specs, f"{args.input} sample {index + 1} ({stem})")
+        height, width = next(iter(arrays.values())).shape[:2]
+        inputs = normalize({n: tf.constant(a[None]) for n, a in arrays.items()}, run.specs,
+                           config.depth_max)
+        if args.missing_modality:
+            channels = run.specs[args.missing_modality].channels
+            inputs[args.missing_modality] = tf.zeros([1, height, width, channels])
+        labels = predict({n: inputs[n] for n in modalities}).numpy()[0]
+        name = stem if stem not in used else f"{stem}_{index}"
+        used.add(name)
+        colour = colorize(labels, run.palette, ignore_label=-1)
+        if "rgb" in arrays and run.specs["rgb"].channels == 3:
+            background = arrays["rgb"]
+        else:
+            background = display_image({n: x.numpy()[0] for n, x in inputs.items()}, run.specs)
+        base = os.path.join(args.output, name)
+        write_png(f"{base}_labels.png", labels.astype(np.uint8))
+        write_png(f"{base}_color.png", colour)
+        write_png(f"{base}_overlay.png", blend(background, colour))
+    return len(samples)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
