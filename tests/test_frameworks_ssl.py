@@ -90,3 +90,201 @@ def test_cutmix_takes_partner_pixels_where_mask_is_one():
         np.testing.assert_array_equal(mixed[row][m[row]], images.numpy()[partner][m[row]])
         np.testing.assert_array_equal(mixed[row][~m[row]], images.numpy()[row][~m[row]])
         np.testing.assert_array_equal(mixed_labels[row], np.where(m[row], partner, row))
+
+
+# --- frameworks --------------------------------------------------------------------------
+
+from ssma_tf.config import config_from_dict  # noqa: E402
+from ssma_tf.frameworks import FRAMEWORKS  # noqa: E402
+from ssma_tf.frameworks.mean_teacher import ema_decay, sigmoid_rampup  # noqa: E402
+
+NUM_CLASSES, H, W, L, U = 3, 32, 64, 2, 2
+SSL = ["supervised_moddrop", "mean_teacher", "mean_teacher_moddrop", "cps", "m3l"]
+
+
+def adapnet_builder():
+    from ssma_tf.models.adapnet_pp import build_adapnet_pp
+    return build_adapnet_pp(NUM_CLASSES, "rgb", 3, width=0.0625, units=(1, 1, 1, 1),
+                            easpp_rates=(1, 2, 3))
+
+
+def fusion_builder():
+    from ssma_tf.models.linear_fusion import build_linear_fusion
+    return build_linear_fusion(NUM_CLASSES, {"rgb": 3, "depth": 1}, variant="tiny",
+                               decoder_dim=8)
+
+
+def inline_fusion_builder():
+    """A few-layer RGB-D model: fast to build and to trace (framework mechanics tests).
+    Synchronised BN, as the trainer's default, keeps moving statistics equal on replicas."""
+    import keras
+    inputs = {"rgb": keras.Input((None, None, 3), name="rgb"),
+              "depth": keras.Input((None, None, 1), name="depth")}
+    x = keras.layers.Concatenate()([keras.layers.Conv2D(4, 3, padding="same")(inputs[m])
+                                    for m in ("rgb", "depth")])
+    x = keras.layers.Dropout(0.1)(keras.layers.ReLU()(keras.layers.BatchNormalization(synchronized=True)(x)))
+    logits = keras.layers.Conv2D(NUM_CLASSES, 1, name="logits")(x)
+    aux = keras.layers.Conv2D(NUM_CLASSES, 1, name="aux")(x)
+    model = keras.Model(inputs, {"logits": logits, "aux": aux})
+    model.output_loss_weights = {"logits": 1.0, "aux": 0.5}
+    return model
+
+
+BUILDERS = {"adapnet_pp": (adapnet_builder, ["rgb"]),
+            "linearfusion": (fusion_builder, ["depth", "rgb"]),
+            "inline": (inline_fusion_builder, ["depth", "rgb"])}
+
+
+def make(framework, model="inline", **overrides):
+    builder, modalities = BUILDERS[model]
+    config = config_from_dict({
+        "framework": framework, "num_classes": NUM_CLASSES, "batch_size": L,
+        "unlabeled_batch_size": U, "height": H, "width": W, "learning_rate": 1e-3,
+        "max_iteration": 50, "modalities": modalities,
+        "model": "linearfusion" if model == "inline" else model, **overrides})
+    fw = FRAMEWORKS[framework](config, builder)
+    fw.step = tf.Variable(0, dtype=tf.int64, trainable=False)
+    fw.build()
+    return fw
+
+
+def batches(modalities, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def inputs(n):
+        return {m: tf.constant(rng.normal(size=(n, H, W, 1 if m == "depth" else 3)), tf.float32)
+                for m in modalities}
+    labels = tf.constant(rng.integers(0, NUM_CLASSES, (L, H, W)), tf.int32)
+    return (inputs(L), labels), inputs(U)
+
+
+def run_steps(fw, count, data, graph=False):
+    """Eager by default: tracing these models costs far more than a few eager steps."""
+    step = tf.function(fw.train_step) if graph else fw.train_step
+    logs = []
+    for _ in range(count):
+        logs.append({k: float(v) for k, v in step(*data).items()})
+        fw.step.assign_add(1)
+    return logs
+
+
+@pytest.mark.parametrize("model", ["adapnet_pp", "linearfusion"])
+@pytest.mark.parametrize("framework", SSL)
+def test_every_framework_trains_with_finite_logged_losses(framework, model):
+    fw = make(framework, model)
+    data = batches(BUILDERS[model][1])
+    logs = run_steps(fw, 1, data)
+    for values in logs:
+        assert all(np.isfinite(v) for v in values.values()), values
+        assert "loss" in values and "learning_rate" in values
+    if framework == "cps":
+        assert {"cps_loss", "supervised_loss2"} <= set(logs[0])
+    elif framework != "supervised_moddrop":
+        assert {"consistency_loss", "supervised_loss"} <= set(logs[0])
+    outputs = fw.eval_model(data[0][0], training=False)
+    assert outputs["logits"].shape == (L, H, W, NUM_CLASSES)
+
+
+@pytest.mark.parametrize("framework", ["mean_teacher", "cps"])
+def test_cutmix_option_trains(framework):
+    fw = make(framework, cutmix=True, consistency="softmax_mse", consistency_weight=100.0)
+    logs = run_steps(fw, 2, batches(["depth", "rgb"]), graph=True)
+    assert all(np.isfinite(v) for values in logs for v in values.values())
+
+
+def test_mean_teacher_learns_a_fixed_batch():
+    fw = make("mean_teacher", learning_rate=1e-2)
+    logs = run_steps(fw, 8, batches(["depth", "rgb"]))
+    assert logs[-1]["supervised_loss"] < logs[0]["supervised_loss"]
+
+
+def test_teacher_after_one_update_equals_the_ema_formula():
+    fw = make("mean_teacher", teacher_train_mode=False, ema_decay=0.9)
+    rng = np.random.default_rng(1)
+    fw.teacher.set_weights([w + rng.normal(size=w.shape).astype(w.dtype)
+                            for w in fw.teacher.get_weights()])
+    teacher_before = [w.copy() for w in fw.teacher.get_weights()]
+    fw.step.assign(4)
+    run_steps(fw, 1, batches(["depth", "rgb"]))
+    decay = min(1 - 1 / 5, 0.9)
+    for before, student, after in zip(teacher_before, fw.model.get_weights(),
+                                      fw.teacher.get_weights()):
+        np.testing.assert_allclose(after, decay * before + (1 - decay) * student,
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_ema_decay_and_rampup_schedules():
+    assert float(ema_decay(0, 0.99)) == 0.0
+    assert float(ema_decay(1, 0.99)) == pytest.approx(0.5)
+    assert float(ema_decay(10_000, 0.99)) == pytest.approx(0.99)
+    assert float(sigmoid_rampup(123, 0)) == 1.0
+    assert float(sigmoid_rampup(0, 100)) == pytest.approx(np.exp(-5.0))
+    assert float(sigmoid_rampup(50, 100)) == pytest.approx(np.exp(-1.25))
+    assert float(sigmoid_rampup(200, 100)) == 1.0
+
+
+def test_m3l_student_batch_duplicates_labeled_rows_and_masks_only_the_range():
+    fw = make("m3l")
+    (inputs_l, labels), inputs_u = batches(["depth", "rgb"])
+    fw.step.assign(7)
+    student, sup_labels, targets = fw.prepare_batches(inputs_l, labels, inputs_u)
+    np.testing.assert_array_equal(sup_labels.numpy(), np.concatenate([labels.numpy()] * 2))
+    assert targets.shape == (2 * L + U, H, W) and targets.dtype == tf.int32
+    full = {m: np.concatenate([inputs_l[m].numpy()] * 2 + [inputs_u[m].numpy()])
+            for m in inputs_l}
+    for m in full:
+        np.testing.assert_array_equal(student[m].numpy()[:L], full[m][:L])
+    for row in range(L, 2 * L + U):
+        zeroed = [m for m in full if np.all(student[m].numpy()[row] == 0)]
+        assert len(zeroed) <= 1
+        for m in full:
+            if m not in zeroed:
+                np.testing.assert_array_equal(student[m].numpy()[row], full[m][row])
+
+
+def test_masked_teacher_only_in_mean_teacher_moddrop():
+    assert FRAMEWORKS["mean_teacher_moddrop"].mask_teacher
+    assert not FRAMEWORKS["m3l"].mask_teacher and FRAMEWORKS["m3l"].mask_student
+
+
+@pytest.mark.parametrize("framework,extra", [("m3l", "teacher"), ("cps", "model2")])
+def test_checkpoint_round_trip_restores_teacher_and_second_network(tmp_path, framework, extra):
+    fw = make(framework)
+    run_steps(fw, 1, batches(["depth", "rgb"]))
+    items = fw.checkpoint_items()
+    assert extra in items and "model" in items
+    path = tf.train.Checkpoint(**items).save(str(tmp_path / "ckpt"))
+    fresh = make(framework)
+    assert any(not np.array_equal(a, b) for a, b in zip(
+        getattr(fresh, extra).get_weights(), getattr(fw, extra).get_weights()))
+    tf.train.Checkpoint(**fresh.checkpoint_items()).restore(path).assert_existing_objects_matched()
+    for a, b in zip(getattr(fresh, extra).get_weights(), getattr(fw, extra).get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert fresh.eval_model is (fresh.teacher if framework == "m3l" else fresh.model)
+
+
+def test_cps_networks_start_different():
+    fw = make("cps")
+    assert any(not np.array_equal(a, b) for a, b in zip(fw.model.get_weights(),
+                                                         fw.model2.get_weights()))
+
+
+@pytest.mark.slow
+def test_m3l_under_mirrored_strategy_keeps_replicas_in_sync():
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        fw = make("m3l", batch_size=2 * L, unlabeled_batch_size=2 * U)
+    data = batches(["depth", "rgb"])
+
+    @tf.function
+    def step():
+        out = strategy.run(fw.train_step, args=data)
+        return {k: strategy.reduce("SUM", v, axis=None) for k, v in out.items()}
+
+    for _ in range(2):
+        values = {k: float(v) for k, v in step().items()}
+        fw.step.assign_add(1)
+        assert all(np.isfinite(v) for v in values.values()), values
+    for var in fw.teacher.weights:
+        replicas = [v.numpy() for v in var.value.values]
+        np.testing.assert_allclose(replicas[0], replicas[1], rtol=1e-5, atol=1e-6)

@@ -11,6 +11,9 @@ step is reproducible, replicas draw independently and no Python randomness runs 
 """
 
 import tensorflow as tf
+from absl import logging
+
+from ssma_tf.frameworks.supervised import Supervised
 
 
 def step_seed(seed, step, salt):
@@ -60,3 +63,18 @@ def random_modality_mask(inputs, seed, row_range=None):
         return dict(inputs)
     batch = tf.shape(inputs[names[0]])[0]
     return mask_modalities(inputs, draw_masked_modality(seed, batch, len(names)), row_range)
+
+
+
+class SupervisedModDrop(Supervised):
+    """Supervised training where every labeled row is randomly masked (M3L `nosslmoddrop`).
+
+    A unimodal model is trained unmasked (a warning is logged)."""
+
+    def build(self):
+        super().build()
+        if len(self.model.inputs) < 2:
+            logging.warning("supervised_moddrop: the model has one modality, so masking is off")
+
+    def prepare_inputs(self, inputs):
+        return random_modality_mask(inputs, step_seed(self.config.seed, self.step, salt=0))

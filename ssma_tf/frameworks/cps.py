@@ -1,0 +1,87 @@
+"""Cross pseudo supervision: two differently initialised networks label each other.
+
+Step (semi.md §4.2, m3l.md §3.6), X = [x_l ; x_u]:
+  L = CE(f1(x_l), y) + CE(f2(x_l), y)
+      + cps_weight * (CE(f1(X), argmax f2(X)) + CE(f2(X), argmax f1(X)));
+  pseudo labels are the argmax of each network's "logits" (the ensemble for LinearFusion);
+  the pseudo CE covers every weighted output, so LinearFusion's streams learn from it too.
+  Each network has its own optimizer; network 1 is the evaluated model.
+With `cutmix` (semi.md §4.3): each network first labels the unmixed x_u without gradient
+(`teacher_train_mode` picks the forward mode); the student batch is [x_l ; cutmix(x_u)],
+the pseudo labels of the mixed rows are the unmixed labels mixed with the same mask, and
+the CPS term covers the mixed rows only.
+"""
+
+import tensorflow as tf
+
+from ssma_tf.frameworks import cutmix
+from ssma_tf.frameworks.base import Framework
+from ssma_tf.frameworks.mean_teacher import SALT_CUTMIX, concat_inputs, num_rows
+from ssma_tf.frameworks.modality_dropout import step_seed
+
+
+def _pseudo_labels(outputs):
+    return tf.stop_gradient(tf.argmax(outputs["logits"], axis=-1, output_type=tf.int32))
+
+
+class CPS(Framework):
+    """Two networks, two optimizers, cross pseudo supervision."""
+
+    uses_unlabeled = True
+
+    def build(self):
+        self.model = self.model_builder()
+        self.model2 = self.model_builder()
+        self.optimizer = self.make_optimizer(self.model)
+        self.optimizer2 = self.make_optimizer(self.model2, name="model2")
+
+    def checkpoint_items(self):
+        return {"model": self.model, "model2": self.model2,
+                **self.optimizer.checkpoint_items("optimizer"),
+                **self.optimizer2.checkpoint_items("optimizer2")}
+
+    @property
+    def eval_model(self):
+        return self.model
+
+    def _mixed_unlabeled(self, inputs_u):
+        """(student unlabeled rows, pseudo labels of net 1, of net 2) under CutMix."""
+        first = next(iter(inputs_u.values()))
+        mask = cutmix.box_masks(step_seed(self.config.seed, self.step, SALT_CUTMIX),
+                                num_rows(inputs_u), tf.shape(first)[1], tf.shape(first)[2])
+        mode = self.config.teacher_train_mode
+        labels1 = cutmix.cutmix(_pseudo_labels(self.model(inputs_u, training=mode)), mask)
+        labels2 = cutmix.cutmix(_pseudo_labels(self.model2(inputs_u, training=mode)), mask)
+        mixed = {name: cutmix.cutmix(value, mask) for name, value in inputs_u.items()}
+        return mixed, labels1, labels2
+
+    def train_step(self, labeled, unlabeled=None):
+        inputs_l, labels = labeled
+        rows_l = num_rows(inputs_l)
+        if self.config.cutmix:
+            inputs_u, mixed_labels1, mixed_labels2 = self._mixed_unlabeled(unlabeled)
+            cps_global = self.global_unlabeled_batch_size
+        else:
+            inputs_u = unlabeled
+            cps_global = self.global_batch_size + self.global_unlabeled_batch_size
+        batch = concat_inputs(inputs_l, inputs_u)
+        with tf.GradientTape(persistent=True) as tape:
+            out1 = self.model(batch, training=True)
+            out2 = self.model2(batch, training=True)
+            sup1 = self.supervised_loss(labels, {k: v[:rows_l] for k, v in out1.items()})
+            sup2 = self.supervised_loss(labels, {k: v[:rows_l] for k, v in out2.items()})
+            if self.config.cutmix:
+                out1 = {k: v[rows_l:] for k, v in out1.items()}
+                out2 = {k: v[rows_l:] for k, v in out2.items()}
+                labels1, labels2 = mixed_labels1, mixed_labels2
+            else:
+                labels1, labels2 = _pseudo_labels(out1), _pseudo_labels(out2)
+            cps = (self.supervised_loss(labels2, out1, global_batch_size=cps_global, ohem=False)
+                   + self.supervised_loss(labels1, out2, global_batch_size=cps_global,
+                                          ohem=False))
+            loss = sup1 + sup2 + self.config.cps_weight * cps
+        self.optimizer.apply(tape, loss)
+        self.optimizer2.apply(tape, loss)
+        del tape
+        return {"loss": loss, "supervised_loss": sup1, "supervised_loss2": sup2,
+                "cps_loss": cps, "learning_rate": self.optimizer.learning_rate()}

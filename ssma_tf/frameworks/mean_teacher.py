@@ -1,0 +1,165 @@
+"""Mean teacher: an EMA teacher labels every row, the student learns from the labels.
+
+One step (M3L `meanteacher`, TorchSemiSeg MT):
+  batch X = [x_l ; x_u]; teacher(X) without gradient gives targets for ALL rows;
+  loss = supervised(student(X)[:L], y) + w(t) * consistency(student(X), targets);
+  the student's optimizer steps, then teacher <- a_t * teacher + (1 - a_t) * student with
+  a_t = min(1 - 1/(t+1), ema_decay) and t the global step (the first update copies).
+
+Choices, all documented in the config keys:
+- `consistency: pseudo_ce` (default, M3L): hard pseudo labels argmax(teacher "logits") (the
+  ensemble for LinearFusion), cross-entropy on every weighted student output;
+  `softmax_mse` (TorchSemiSeg MT, use consistency_weight 100): mean squared error between
+  the student's and the teacher's softmax.
+- `rampup_steps`: sigmoid ramp-up exp(-5 (1 - t/T)^2) of the weight; 0 = constant (M3L).
+- The EMA covers ALL model variables: trainable ones, the mask token and the BatchNorm
+  moving statistics (so the evaluated teacher's statistics are averaged like its weights).
+- `teacher_train_mode` (default true, as M3L and TorchSemiSeg): the teacher forward uses
+  batch statistics and dropout; false runs it in inference mode.
+- `cutmix`: the unlabeled rows of the student batch are CutMix-ed with their partner rows and
+  the targets are mixed with the same mask (frameworks/cutmix.py).
+- The teacher is `eval_model`: evaluate/export use the EMA weights.
+
+Subclasses (frameworks/m3l.py) duplicate the labeled rows and mask modalities.
+"""
+
+import tensorflow as tf
+from absl import logging
+
+from ssma_tf.frameworks import cutmix, modality_dropout
+from ssma_tf.frameworks.base import Framework
+
+SALT_STUDENT_MASK, SALT_TEACHER_MASK, SALT_CUTMIX = 1, 2, 3
+
+
+def ema_decay(step, max_decay):
+    """a_t = min(1 - 1/(t+1), max_decay): 0 at t = 0 (copy), then rising to max_decay."""
+    step = tf.cast(step, tf.float32)
+    return tf.minimum(1.0 - 1.0 / (step + 1.0), max_decay)
+
+
+def ema_update(teacher_variables, student_variables, decay):
+    """teacher <- decay * teacher + (1 - decay) * student, variable by variable."""
+    for teacher_var, student_var in zip(teacher_variables, student_variables):
+        value = tf.cast(decay, teacher_var.dtype) * teacher_var + tf.cast(
+            1.0 - decay, teacher_var.dtype) * tf.cast(student_var, teacher_var.dtype)
+        teacher_var.assign(value)
+
+
+def sigmoid_rampup(step, rampup_steps):
+    """exp(-5 (1 - t/T)^2) for t < T, else 1; T = 0 means no ramp-up (always 1)."""
+    if rampup_steps <= 0:
+        return tf.constant(1.0)
+    progress = tf.clip_by_value(tf.cast(step, tf.float32) / rampup_steps, 0.0, 1.0)
+    return tf.exp(-5.0 * tf.square(1.0 - progress))
+
+
+def softmax_mse(targets, outputs, weights, *, global_batch_size):
+    """sum_k w_k * mean over pixels and classes of (softmax(out_k) - targets)^2, summed over
+    images / global batch; `targets` are probabilities [B, H, W, C]."""
+    total = 0.0
+    for name, weight in weights.items():
+        probs = tf.nn.softmax(tf.cast(outputs[name], tf.float32))
+        per_image = tf.reduce_mean(tf.square(probs - targets), axis=[1, 2, 3])
+        total += weight * tf.reduce_sum(per_image) / tf.cast(global_batch_size, tf.float32)
+    return total
+
+
+def concat_inputs(*parts):
+    """Row-wise concatenation of input dicts with the same keys."""
+    return {name: tf.concat([part[name] for part in parts], axis=0) for name in parts[0]}
+
+
+def num_rows(batch):
+    """Static (else dynamic) batch size of a tensor or an input dict."""
+    value = next(iter(batch.values())) if isinstance(batch, dict) else batch
+    return value.shape[0] if value.shape[0] is not None else tf.shape(value)[0]
+
+
+class MeanTeacher(Framework):
+    """Student + EMA teacher; see the module docstring for the step."""
+
+    uses_unlabeled = True
+    labeled_copies = 1          # 2: student batch [x_l ; x_l ; x_u] (M3L)
+    mask_student = False        # zero random modalities on rows [L, end) of the student batch
+    mask_teacher = False        # ... and (independent draw) of the teacher batch
+
+    def build(self):
+        self.model = self.model_builder()
+        self.teacher = self.model_builder()
+        self.teacher.set_weights(self.model.get_weights())
+        self.optimizer = self.make_optimizer(self.model)
+        if (self.mask_student or self.mask_teacher) and len(self.model.inputs) < 2:
+            logging.warning("%s: the model has one modality, so modality masking is off",
+                            type(self).__name__)
+
+    def checkpoint_items(self):
+        return {"model": self.model, "teacher": self.teacher,
+                **self.optimizer.checkpoint_items()}
+
+    @property
+    def eval_model(self):
+        return self.teacher
+
+    def _seed(self, salt):
+        return modality_dropout.step_seed(self.config.seed, self.step, salt)
+
+    def _teacher_targets(self, batch, labeled_rows):
+        """Pseudo labels (int32 [B,H,W]) or probabilities ([B,H,W,C]) for every row."""
+        if self.mask_teacher:
+            batch = modality_dropout.random_modality_mask(
+                batch, self._seed(SALT_TEACHER_MASK), (labeled_rows, num_rows(batch)))
+        logits = tf.stop_gradient(
+            self.teacher(batch, training=self.config.teacher_train_mode)["logits"])
+        if self.config.consistency == "softmax_mse":
+            return tf.nn.softmax(tf.cast(logits, tf.float32))
+        return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+    def consistency_loss(self, targets, outputs, global_batch_size):
+        """Pseudo-label CE (no OHEM) or softmax MSE over the model's weighted outputs."""
+        if self.config.consistency == "softmax_mse":
+            weights = getattr(self.model, "output_loss_weights", None) or {"logits": 1.0}
+            return softmax_mse(targets, outputs, weights, global_batch_size=global_batch_size)
+        return self.supervised_loss(targets, outputs, global_batch_size=global_batch_size,
+                                    ohem=False)
+
+    def prepare_batches(self, inputs_l, labels, inputs_u):
+        """(student batch, supervised labels for its first rows, targets for all rows)."""
+        copies = self.labeled_copies
+        batch = concat_inputs(*([inputs_l] * copies), inputs_u)
+        sup_rows = copies * num_rows(inputs_l)
+        targets = self._teacher_targets(batch, num_rows(inputs_l))
+        student_batch = batch
+        if self.config.cutmix:
+            first = next(iter(inputs_u.values()))
+            mask = cutmix.box_masks(self._seed(SALT_CUTMIX), num_rows(inputs_u),
+                                    tf.shape(first)[1], tf.shape(first)[2])
+            mixed_u = {name: cutmix.cutmix(value, mask) for name, value in inputs_u.items()}
+            student_batch = concat_inputs(*([inputs_l] * copies), mixed_u)
+            targets = tf.concat([targets[:sup_rows], cutmix.cutmix(targets[sup_rows:], mask)], 0)
+        if self.mask_student:
+            student_batch = modality_dropout.random_modality_mask(
+                student_batch, self._seed(SALT_STUDENT_MASK),
+                (num_rows(inputs_l), num_rows(student_batch)))
+        return student_batch, tf.concat([labels] * copies, axis=0), targets
+
+    def train_step(self, labeled, unlabeled=None):
+        inputs_l, labels = labeled
+        student_batch, sup_labels, targets = self.prepare_batches(inputs_l, labels, unlabeled)
+        sup_rows = num_rows(sup_labels)
+        sup_global = self.labeled_copies * self.global_batch_size
+        all_global = sup_global + self.global_unlabeled_batch_size
+        weight = self.config.consistency_weight * sigmoid_rampup(
+            self.step, self.config.rampup_steps)
+        with tf.GradientTape() as tape:
+            outputs = self.model(student_batch, training=True)
+            supervised = self.supervised_loss(
+                sup_labels, {k: v[:sup_rows] for k, v in outputs.items()},
+                global_batch_size=sup_global)
+            consistency = self.consistency_loss(targets, outputs, all_global)
+            loss = supervised + weight * consistency
+        self.optimizer.apply(tape, loss)
+        ema_update(self.teacher.weights, self.model.weights,
+                   ema_decay(self.step, self.config.ema_decay))
+        return {"loss": loss, "supervised_loss": supervised, "consistency_loss": consistency,
+                "consistency_weight": weight, "learning_rate": self.optimizer.learning_rate()}
