@@ -170,8 +170,9 @@ def _coerce(key, value):
 class Config:
     """Attribute access over the resolved dict; `source` names the file."""
 
-    def __init__(self, values, source="<dict>"):
-        object.__setattr__(self, "_values", dict(values))
+    def __init__(self, given, source="<dict>"):
+        object.__setattr__(self, "_given", dict(given))
+        object.__setattr__(self, "_values", _resolve(given))
         object.__setattr__(self, "source", source)
 
     def __getattr__(self, name):
@@ -187,11 +188,11 @@ class Config:
         return dict(self._values)
 
     def replace(self, **changes):
-        """A copy with `changes` applied (validated)."""
-        raw = self.to_dict()
+        """A copy with `changes` applied (validated; derived defaults re-derived)."""
+        given = dict(self._given)
         for key, value in changes.items():
-            raw[key] = _check(key, value, f"{self.source}: key")
-        return Config(_resolve(raw), self.source)
+            given[key] = _check(key, value, f"{self.source}: key")
+        return Config(given, self.source)
 
     def __repr__(self):
         return f"Config({self.source!r}, {self._values!r})"
@@ -293,7 +294,7 @@ def load_config(path, overrides=()):
         key, value = parse_override(text)
         raw[key] = _check(key, value, f"--override {text!r}")
     try:
-        return Config(_resolve(raw), path)
+        return Config(raw, path)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
@@ -301,7 +302,7 @@ def load_config(path, overrides=()):
 def config_from_dict(values, source="<dict>"):
     """Config from a dict of keys (tests, programmatic use), validated like a file."""
     raw = {key: _check(key, value, f"{source}: key") for key, value in values.items()}
-    return Config(_resolve(raw), source)
+    return Config(raw, source)
 
 
 def apply_gpu_id(config):

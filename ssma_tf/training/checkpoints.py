@@ -50,7 +50,7 @@ def init_experts(model, config):
     """Copy the stage-1 AdapNet++ encoders (checkpoint1, checkpoint2, ...) into SSMA's
     `expert_<modality>` encoders. The stage-1 model is rebuilt from its run_info.json when
     there is one (else from this config's options), restored, and its "encoder" copied."""
-    from ssma_tf.config import Config
+    from ssma_tf.config import KEYS, Config
     from ssma_tf.models.factory import build_model
 
     for index, modality in enumerate(config.modalities):
@@ -64,7 +64,7 @@ def init_experts(model, config):
         channels = int(expert.inputs[0].shape[-1])
         info = read_run_info(checkpoint_folder(prefix))
         if info:
-            stage1 = Config({**config.to_dict(), **info["config"]}, prefix)
+            stage1 = Config({k: v for k, v in info["config"].items() if k in KEYS}, prefix)
         else:
             stage1 = config.replace(model="AdapNet_pp", modalities=[modality], stage="expert")
         if stage1.model != "AdapNet_pp" or stage1.modalities != [modality]:

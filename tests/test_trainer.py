@@ -1,0 +1,164 @@
+"""Trainer, supervised framework, losses, schedules, stage-2 init, non-finite stop."""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ssma_tf.errors import ConfigError
+from ssma_tf.frameworks.losses import segmentation_loss, supervised_loss
+from ssma_tf.models.factory import build_model
+from ssma_tf.training.optimizers import split_variables
+from ssma_tf.training.schedules import WarmupPoly
+from ssma_tf.training.trainer import NonFiniteLossError, restore_model, train
+from trainer_data import tiny_config, write_records
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    return write_records(tmp_path_factory.mktemp("data"))
+
+
+def _losses(text):
+    return [float(v) for v in re.findall(r"step \d+/\d+  loss ([0-9.e+-]+)", text)]
+
+
+def test_segmentation_loss_ignores_and_averages_per_image():
+    labels = np.array([[[0, 1], [255, 2]], [[1, 1], [7, 255]]], np.int32)
+    logits = tf.random.normal([2, 2, 2, 3], seed=1)
+    loss = segmentation_loss(labels, logits, num_classes=3, ignore_label=255,
+                             global_batch_size=4)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=np.where(labels < 3, labels, 0), logits=logits).numpy()
+    expected = (ce[0][[0, 0, 1], [0, 1, 1]].mean() + ce[1][0].mean()) / 4
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    all_ignored = np.full((1, 2, 2), 255, np.int32)
+    assert float(segmentation_loss(all_ignored, logits[:1], num_classes=3,
+                                   global_batch_size=1)) == 0.0
+
+
+def test_ohem_keeps_hard_pixels_or_min_kept():
+    labels = np.zeros((1, 1, 4), np.int32)
+    logits = np.zeros((1, 1, 4, 2), np.float32)
+    logits[0, 0, :, 0] = [5.0, 4.0, -1.0, -2.0]     # two easy, two hard pixels
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits).numpy()
+    hard = segmentation_loss(labels, logits, num_classes=2, global_batch_size=1, ohem=(0.7, 1))
+    np.testing.assert_allclose(float(hard), ce[0, 0, 2:].mean(), rtol=1e-5)
+    # min_kept 3: threshold rises to the 3rd smallest probability
+    three = segmentation_loss(labels, logits, num_classes=2, global_batch_size=1, ohem=(0.7, 3))
+    np.testing.assert_allclose(float(three), ce[0, 0, 1:].mean(), rtol=1e-5)
+    everything = segmentation_loss(labels, logits, num_classes=2, global_batch_size=1,
+                                   ohem=(0.7, 100))
+    np.testing.assert_allclose(float(everything), ce.mean(), rtol=1e-5)
+
+
+def test_supervised_loss_weights_outputs():
+    labels = np.zeros((1, 2, 2), np.int32)
+    a, b = tf.random.normal([1, 2, 2, 2], seed=2), tf.random.normal([1, 2, 2, 2], seed=3)
+    kw = dict(num_classes=2, ignore_label=255, global_batch_size=1)
+    total = supervised_loss(labels, {"logits": a, "aux1": b, "x": a}, {"logits": 1.0, "aux1": 0.6},
+                            **kw)
+    expected = segmentation_loss(labels, a, **kw) + 0.6 * segmentation_loss(labels, b, **kw)
+    np.testing.assert_allclose(float(total), float(expected), rtol=1e-6)
+
+
+def test_warmup_poly_schedule():
+    schedule = WarmupPoly(1e-3, 100, power=1.0, end_lr=1e-4, warmup_steps=10)
+    assert float(schedule(0)) == pytest.approx(1e-4)
+    assert float(schedule(9)) == pytest.approx(1e-3)
+    assert float(schedule(50)) == pytest.approx(1e-4 + 0.9e-3 * 0.5)
+    assert float(schedule(100)) == pytest.approx(1e-4)
+    assert float(schedule(500)) == pytest.approx(1e-4)
+
+
+def test_variable_groups_and_frozen_experts(tmp_path, records):
+    config = tiny_config(tmp_path, records, model="SSMA", modalities=["rgb", "depth"],
+                         stage="finetune")
+    groups = split_variables(build_model(config, {"rgb": 3, "depth": 1}))
+    assert set(groups) == {"encoder", "norm", "decoder"}
+    assert all("gamma" in v.path or "beta" in v.path for v in groups["norm"])
+    frozen = build_model(config.replace(stage="fusion"), {"rgb": 3, "depth": 1})
+    assert set(split_variables(frozen)) == {"decoder"}
+    assert not frozen.get_layer("expert_rgb").trainable
+
+
+def test_training_reduces_loss_and_writes_run_info(tmp_path, records, capsys):
+    config = tiny_config(tmp_path, records, max_iteration=30, skip_step=5, save_step=10,
+                         summary_step=10, lr_multipliers={"encoder": 1.0, "decoder": 2.0})
+    folder = train(config)
+    losses = _losses(capsys.readouterr().out)
+    assert len(losses) == 6 and losses[-1] < 0.7 * losses[0]
+    assert tf.train.latest_checkpoint(folder).endswith("ckpt-30")
+    info = json.load(open(os.path.join(folder, "run_info.json")))
+    assert info["config"]["max_iteration"] == 30 and info["versions"]["tensorflow"]
+    assert info["modalities"]["rgb"]["encoding"] == "color" and "git_sha" in info
+    events = os.listdir(os.path.join(folder, "train"))
+    assert events and events[0].startswith("events.out.tfevents")
+    model = restore_model(config)
+    trained = tf.train.load_checkpoint(folder)
+    assert model.count_params() > 0 and trained.get_variable_to_shape_map()
+
+
+def test_progress_line_format(tmp_path, records, capsys):
+    train(tiny_config(tmp_path, records, max_iteration=2, skip_step=2, summary_step=0))
+    line = capsys.readouterr().out.splitlines()[0]
+    assert re.match(r"step 2/2  loss [0-9.]+  learning_rate [0-9.e-]+  [0-9.]+ img/s  ETA 0:00:00",
+                    line)
+
+
+def test_non_finite_loss_stops_without_saving_bad_state(tmp_path, records):
+    config = tiny_config(tmp_path, records, max_iteration=30, save_step=1, summary_step=0,
+                         learning_rate=1e30, optimizer="sgd")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \((nan|inf)\) at step (\d+)") as err:
+        train(config)
+    bad_step = int(re.search(r"at step (\d+)", str(err.value)).group(1))
+    latest = tf.train.latest_checkpoint(config.checkpoint)
+    saved = int(latest.rsplit("-", 1)[1]) if latest else 0
+    assert saved == bad_step - 1
+
+
+def test_missing_required_keys(tmp_path, records):
+    with pytest.raises(ConfigError, match="key 'train_data' is required"):
+        train(tiny_config(tmp_path, records, train_data=None))
+    with pytest.raises(ConfigError, match="batch_size.*multiple of the 2 replicas"):
+        train(tiny_config(tmp_path, records, strategy="mirrored", batch_size=3))
+
+
+def _expert(tmp_path, records, modality, **changes):
+    config = tiny_config(tmp_path, records, modalities=[modality], max_iteration=2,
+                         summary_step=0, checkpoint=str(tmp_path / f"expert_{modality}"), **changes)
+    train(config)
+    return config
+
+
+def test_stage2_initialises_frozen_experts_from_stage1(tmp_path, records):
+    rgb = _expert(tmp_path, records, "rgb")
+    depth = _expert(tmp_path, records, "depth")
+    ssma = tiny_config(tmp_path, records, model="SSMA", modalities=["rgb", "depth"],
+                       checkpoint1=rgb.checkpoint, checkpoint2=depth.checkpoint,
+                       checkpoint=str(tmp_path / "ssma"), max_iteration=2, summary_step=0)
+    assert ssma.stage == "fusion"
+    train(ssma)
+    fused = restore_model(ssma)
+    for config, modality in ((rgb, "rgb"), (depth, "depth")):
+        encoder = restore_model(config).get_layer("encoder")
+        for a, b in zip(encoder.get_weights(), fused.get_layer(f"expert_{modality}").get_weights()):
+            np.testing.assert_array_equal(a, b)        # copied, then frozen
+    # stage 3: finetune everything from the stage-2 checkpoint
+    finetune = ssma.replace(stage="finetune", init_checkpoint=ssma.checkpoint,
+                            checkpoint=str(tmp_path / "finetune"), learning_rate=1e-4)
+    train(finetune)
+    changed = restore_model(finetune).get_layer("expert_rgb").get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(
+        changed, fused.get_layer("expert_rgb").get_weights()))
+
+    with pytest.raises(ConfigError, match="key 'checkpoint2' is required"):
+        train(ssma.replace(checkpoint2=None, checkpoint=str(tmp_path / "s2")))
+    with pytest.raises(ConfigError, match=r"key 'checkpoint2': no checkpoint at .*nowhere"):
+        train(ssma.replace(checkpoint2=str(tmp_path / "nowhere"), checkpoint=str(tmp_path / "s3")))
+    with pytest.raises(ConfigError, match=r"key 'checkpoint2'.*expected an AdapNet_pp expert "
+                                          r"of \['depth'\]"):
+        train(ssma.replace(checkpoint2=rgb.checkpoint, checkpoint=str(tmp_path / "s4")))
