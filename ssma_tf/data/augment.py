@@ -3,19 +3,20 @@
 Geometry is one `tf.image.crop_and_resize` per tensor: random scale, crop window (padding
 where the scaled image is smaller than the crop) and horizontal flip all become one sampling
 box, shared by every modality and the label, so they stay aligned pixel for pixel; only the
-crop is ever computed, never the whole scaled image. Colour
-and image modalities are sampled bilinearly, raw depth and labels with NEAREST (valid depth
-is never blended with holes). Padding is 0 in normalised space (0 = missing for depth) and
-`ignore_label` for labels. All randomness is stateless, driven by a per-example seed.
+crop is ever computed, never the whole scaled image. Colour and image modalities are sampled
+bilinearly, raw depth and labels with NEAREST (valid depth is never blended with holes).
+Padding is 0 in normalised space (0 = missing for depth) and `ignore_label` for labels.
+Colour jitter runs on the crop. All randomness is stateless, driven by a per-example seed.
 """
 
 import tensorflow as tf
 
 from ssma_tf.data.normalize import normalize_modality
 
-BRIGHTNESS_DELTA = 0.125
+BRIGHTNESS_DELTA = 0.125            # fraction of the 0..255 range
 CONTRAST_RANGE = (0.6, 1.4)
 SATURATION_RANGE = (0.6, 1.4)
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 def split_seed(seed, num):
@@ -24,22 +25,34 @@ def split_seed(seed, num):
 
 
 def photometric_jitter(image, seed):
-    """Random brightness, contrast and saturation of a float RGB image in [0, 255]."""
+    """Random brightness, contrast and saturation of a float RGB image [H, W, 3] in [0, 255].
+
+    Brightness adds delta, contrast scales around the per-channel mean, saturation blends with
+    the luma grey (x -> s*x + (1-s)*grey). All three are affine in x, so they are applied as
+    one 3x3 colour matrix and offset, then clipped: a single pass over the pixels where
+    tf.image's ops take three (saturation there is an HSV round trip, the costliest op here).
+    """
     b_seed, c_seed, s_seed = split_seed(seed, 3)
-    x = image / 255.0
-    x = tf.image.stateless_random_brightness(x, BRIGHTNESS_DELTA, b_seed)
-    x = tf.image.stateless_random_contrast(x, *CONTRAST_RANGE, c_seed)
-    x = tf.image.stateless_random_saturation(x, *SATURATION_RANGE, s_seed)
-    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+    delta = tf.random.stateless_uniform([], b_seed, -BRIGHTNESS_DELTA, BRIGHTNESS_DELTA) * 255.0
+    contrast = tf.random.stateless_uniform([], c_seed, *CONTRAST_RANGE)
+    saturation = tf.random.stateless_uniform([], s_seed, *SATURATION_RANGE)
+    mean = tf.reduce_mean(image, axis=[0, 1])
+    grey_rows = tf.ones([3, 1]) * tf.constant([LUMA_WEIGHTS], tf.float32)
+    saturate = saturation * tf.eye(3) + (1.0 - saturation) * grey_rows
+    matrix = contrast * saturate
+    offset = tf.linalg.matvec(saturate, (1.0 - contrast) * mean + delta)
+    out = tf.einsum("hwc,dc->hwd", image, matrix) + offset
+    return tf.clip_by_value(out, 0.0, 255.0)
 
 
 def sample_geometry(seed, image_hw, crop_hw, scale_range=(0.5, 2.0), flip=True):
     """Random scale s ~ U(scale_range), a `crop_hw` window at a random integer offset into the
     scaled image (negative offsets = padding) and a mirror with p=0.5 if `flip`.
 
-    Returns (box, valid): the crop_and_resize box [y1, x1, y2, x2] over the image padded by
-    one replicated pixel (see `apply_geometry`), and a bool [h, w, 1] mask of the output
-    pixels that lie inside the scaled image (the rest is padding).
+    Returns (box, inside): the crop_and_resize box [y1, x1, y2, x2] over the image padded by
+    one replicated pixel (see `sample_window`), and int32 [top, bottom, left, right]: the
+    output rows top..bottom-1 and columns left..right-1 lie inside the scaled image, the
+    rest is padding (a mirror does not move it: the region is symmetric under the flip).
     """
     scale_seed, offset_seed, flip_seed = split_seed(seed, 3)
     size = tf.cast(image_hw, tf.float32)
@@ -59,23 +72,36 @@ def sample_geometry(seed, image_hw, crop_hw, scale_range=(0.5, 2.0), flip=True):
     if flip:
         mirror = tf.random.stateless_uniform([], flip_seed) < 0.5
         x1, x2 = tf.where(mirror, 1.0 - x1, x1), tf.where(mirror, 1.0 - x2, x2)
-    rows = offset[0] + tf.range(crop_hw[0], dtype=tf.float32)
-    cols = offset[1] + tf.range(crop_hw[1], dtype=tf.float32)
-    valid = ((rows >= 0) & (rows < scaled[0]))[:, None] & ((cols >= 0) & (cols < scaled[1]))[None]
-    return tf.stack([y1, x1, y2, x2]), valid[..., None]
+    start_in, end_in = tf.maximum(-offset, 0.0), tf.minimum(scaled - offset, crop)
+    inside = tf.cast(tf.stack([start_in[0], end_in[0], start_in[1], end_in[1]]), tf.int32)
+    return tf.stack([y1, x1, y2, x2]), inside
+
+
+def sample_window(image, geometry, crop_hw, method="bilinear"):
+    """Sample `image` [H, W, C] (any numeric dtype) over the box of `geometry` -> float32
+    [h, w, C]. The image gets a one-pixel replicated border first, so samples within half a
+    pixel of the edge (upscaling) read the edge pixel. Padding pixels hold arbitrary values."""
+    box, _ = geometry
+    image = tf.cast(image, tf.float32)  # crop_and_resize and padding are fastest on float32
+    rows = tf.concat([image[:1], image, image[-1:]], axis=0)
+    bordered = tf.concat([rows[:, :1], rows, rows[:, -1:]], axis=1)
+    return tf.image.crop_and_resize(tf.expand_dims(bordered, 0), tf.expand_dims(box, 0), [0],
+                                    crop_hw, method=method)[0]
+
+
+def fill_padding(sampled, geometry, pad_value=0.0):
+    """Set the padding pixels of a sampled [h, w, C] tensor to `pad_value` (slice + pad)."""
+    top, bottom, left, right = tf.unstack(geometry[1])
+    height, width = sampled.shape[0], sampled.shape[1]
+    padded = tf.pad(sampled[top:bottom, left:right],
+                    [[top, height - bottom], [left, width - right], [0, 0]],
+                    constant_values=tf.cast(pad_value, sampled.dtype))
+    return tf.ensure_shape(padded, sampled.shape)
 
 
 def apply_geometry(image, geometry, crop_hw, method="bilinear", pad_value=0.0):
-    """Sample `image` [H, W, C] with `geometry` from `sample_geometry` into float32 [h, w, C].
-
-    The image gets a one-pixel replicated border first, so samples within half a pixel of
-    the edge (upscaling) read the edge pixel; padding pixels become `pad_value`.
-    """
-    box, valid = geometry
-    bordered = tf.pad(image, [[1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
-    out = tf.image.crop_and_resize(tf.expand_dims(bordered, 0), tf.expand_dims(box, 0), [0],
-                                   crop_hw, method=method)[0]
-    return tf.where(valid, out, tf.cast(pad_value, tf.float32))
+    """`sample_window`, then padding pixels set to `pad_value`."""
+    return fill_padding(sample_window(image, geometry, crop_hw, method), geometry, pad_value)
 
 
 def augment(example, specs, *, crop, seed, ignore_label=255, scale_range=(0.5, 2.0), flip=True,
@@ -92,25 +118,24 @@ def augment(example, specs, *, crop, seed, ignore_label=255, scale_range=(0.5, 2
     first = example[next(iter(specs))]
     geometry = sample_geometry(geometry_seed, tf.shape(first)[:2], crop, scale_range, flip)
 
-    def place(x, spec):
-        method = "nearest" if spec.encoding == "raw" else "bilinear"
-        out = apply_geometry(normalize_modality(x, spec, depth_max), geometry, crop, method)
+    def finish(sampled, spec):
+        out = fill_padding(normalize_modality(sampled, spec, depth_max), geometry)
         return tf.ensure_shape(out, crop + (spec.channels,))
 
-    shared = {name: place(example[name], spec) for name, spec in specs.items()
-              if not (photometric and spec.photometric)}
-    views = []
-    for view_seed in view_seeds:
-        view = dict(shared)
-        for i, (name, spec) in enumerate(specs.items()):
-            if name not in shared:
-                jittered = photometric_jitter(tf.cast(example[name], tf.float32),
-                                              tf.random.experimental.stateless_fold_in(view_seed, i))
-                view[name] = place(jittered, spec)
-        views.append({name: view[name] for name in specs})
+    views = [{} for _ in view_seeds]
+    for i, (name, spec) in enumerate(specs.items()):
+        method = "nearest" if spec.encoding == "raw" else "bilinear"
+        sampled = sample_window(example[name], geometry, crop, method)
+        if photometric and spec.photometric:
+            for view, view_seed in zip(views, view_seeds):
+                jitter_seed = tf.random.experimental.stateless_fold_in(view_seed, i)
+                view[name] = finish(photometric_jitter(sampled, jitter_seed), spec)
+        else:
+            shared = finish(sampled, spec)
+            for view in views:
+                view[name] = shared
     label = None
     if "label" in example:
-        label = apply_geometry(tf.cast(example["label"], tf.float32), geometry, crop, "nearest",
-                               ignore_label)
+        label = apply_geometry(example["label"], geometry, crop, "nearest", ignore_label)
         label = tf.ensure_shape(tf.cast(label[..., 0], tf.int32), crop)
     return views, label

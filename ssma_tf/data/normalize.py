@@ -14,12 +14,11 @@ def normalize_modality(x, spec, depth_max=10.0):
     """
     x = tf.cast(x, tf.float32)
     if spec.encoding == "color":
-        mean = tf.constant(IMAGENET_MEAN, tf.float32)
         std = tf.constant(IMAGENET_STD, tf.float32)
-        return (x / 255.0 - mean) / std
+        return x * (1.0 / (255.0 * std)) - tf.constant(IMAGENET_MEAN, tf.float32) / std
     if spec.encoding == "raw":
         return x * (spec.depth_scale / depth_max)
-    return x / 127.5 - 1.0
+    return x * (1.0 / 127.5) - 1.0
 
 
 def normalize(name_to_tensor, specs, depth_max=10.0):
