@@ -288,3 +288,14 @@ def test_m3l_under_mirrored_strategy_keeps_replicas_in_sync():
     for var in fw.teacher.weights:
         replicas = [v.numpy() for v in var.value.values]
         np.testing.assert_allclose(replicas[0], replicas[1], rtol=1e-5, atol=1e-6)
+
+
+def test_teacher_takes_student_weights_loaded_after_build_at_step_zero():
+    fw = make("mean_teacher", teacher_train_mode=False)
+    rng = np.random.default_rng(2)
+    loaded = [w + rng.normal(size=w.shape).astype(w.dtype) for w in fw.model.get_weights()]
+    fw.model.set_weights(loaded)        # as the trainer's init_checkpoint does
+    (inputs_l, labels), inputs_u = batches(["depth", "rgb"])
+    fw.prepare_batches(inputs_l, labels, inputs_u)
+    for teacher, student in zip(fw.teacher.get_weights(), loaded):
+        np.testing.assert_array_equal(teacher, student)

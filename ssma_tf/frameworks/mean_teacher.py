@@ -123,8 +123,17 @@ class MeanTeacher(Framework):
         return self.supervised_loss(targets, outputs, global_batch_size=global_batch_size,
                                     ohem=False)
 
+    def _copy_student_at_first_step(self):
+        """teacher <- student at step 0, so weights loaded into the student after `build`
+        (init_checkpoint) reach the teacher before it labels anything."""
+        def copy():
+            ema_update(self.teacher.weights, self.model.weights, 0.0)
+            return tf.constant(True)
+        tf.cond(tf.equal(self.step, 0), copy, lambda: tf.constant(False))
+
     def prepare_batches(self, inputs_l, labels, inputs_u):
         """(student batch, supervised labels for its first rows, targets for all rows)."""
+        self._copy_student_at_first_step()
         copies = self.labeled_copies
         batch = concat_inputs(*([inputs_l] * copies), inputs_u)
         sup_rows = copies * num_rows(inputs_l)
