@@ -98,6 +98,11 @@ class ResizeLike(keras.layers.Layer):
 
     def call(self, x, reference):
         shape = ops.shape(reference)
+        if not all(isinstance(d, int) for d in shape[1:3]):
+            # unknown H, W in a TF graph (serving signature, mixed-size eval): ops.image.resize
+            # checks `size <= 0` in Python, which a symbolic size cannot answer
+            from ssma_tf.models.segformer import bilinear_resize
+            return bilinear_resize(x, (shape[1], shape[2]))
         return ops.image.resize(x, (shape[1], shape[2]), interpolation="bilinear")
 
     def compute_output_shape(self, x_shape, reference_shape):
