@@ -107,32 +107,45 @@ def train_dataset(records, *, modalities, batch_size, crop, ignore_label=255,
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
+def example_dataset(records, *, modalities, depth_max=10.0, input_context=None):
+    """One pass, in record order, of unaugmented full-size examples: (inputs {name: f32
+    [H,W,C]}, labels int32 [H,W]) for labeled records, inputs alone for unlabeled ones."""
+    files, info = schema.resolve_records(records)
+    specs = select_modalities(records, info, modalities)
+    decode = _decoder(info, specs, need_label=info.labeled)
+
+    def make_example(serialized):
+        example = decode(serialized)
+        inputs = normalize({name: example[name] for name in specs}, specs, depth_max)
+        return (inputs, tf.cast(example["label"][..., 0], tf.int32)) if info.labeled else inputs
+
+    ds = _read(files, input_context, shuffle_files=False, seed=None, deterministic=True)
+    return ds.map(make_example, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
 def eval_dataset(records, *, modalities, batch_size, size=None, ignore_label=255,
                  depth_max=10.0, input_context=None):
     """One pass of (inputs {name: f32 [B,H,W,C]}, labels int32 [B,H,W]) in record order.
 
     size=None keeps every image at full size (batch_size > 1 needs equal sizes); size=(h, w)
     resizes: bilinear for images, nearest for raw depth and labels (so labels, including
-    `ignore_label` pixels, keep their values).
+    `ignore_label` pixels, keep their values, and depth holes stay exactly 0).
     """
-    files, info = schema.resolve_records(records)
-    specs = select_modalities(records, info, modalities)
+    _, info = schema.resolve_records(records)
     if not info.labeled:
         raise InputError(f"{records}: records are unlabeled, evaluation needs labels")
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    decode = _decoder(info, specs, need_label=True)
+    specs = select_modalities(records, info, modalities)
+    ds = example_dataset(records, modalities=modalities, depth_max=depth_max,
+                         input_context=input_context)
+    if size is not None:
+        size = [int(x) for x in size]
 
-    def make_example(serialized):
-        example = decode(serialized)
-        label = example.pop("label")
-        if size is not None:
-            example = {name: tf.image.resize(x, size, "nearest" if specs[name].encoding == "raw"
-                                             else "bilinear") for name, x in example.items()}
-            label = tf.image.resize(label, size, "nearest")
-        inputs = normalize(example, specs, depth_max)
-        return inputs, tf.cast(label[..., 0], tf.int32)
+        def resize(inputs, label):
+            inputs = {name: tf.image.resize(x, size, "nearest" if specs[name].encoding == "raw"
+                                            else "bilinear") for name, x in inputs.items()}
+            return inputs, tf.image.resize(label[..., None], size, "nearest")[..., 0]
 
-    ds = _read(files, input_context, shuffle_files=False, seed=None, deterministic=True)
-    ds = ds.map(make_example, num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = ds.map(resize, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(AUTOTUNE)
