@@ -37,9 +37,10 @@ def sample_batch(batch=2, height=30, width=45, seed=0):
     return {"rgb": rgb, "depth": depth}, labels
 
 
-def saved_run(folder, num_records=4):
-    """A real (untrained) tiny SSMA run on disk: records, checkpoint with run_info.json and a
-    config file, as `train.py` leaves them. Returns the config path."""
+def saved_run(folder, num_records=4, model="SSMA"):
+    """A real (untrained) tiny run on disk: records, checkpoint with run_info.json and a config
+    file, as `train.py` leaves them. SSMA takes rgb + depth, AdapNet_pp rgb only. Returns the
+    config path."""
     import tensorflow as tf
     import yaml
 
@@ -49,8 +50,10 @@ def saved_run(folder, num_records=4):
     from ssma_tf.training.trainer import build_framework
 
     records = write_records(folder, num=num_records, name="test")
-    values = {**TINY_ADAPNET, "model": "SSMA", "stage": "finetune", "test_data": records,
+    values = {**TINY_ADAPNET, "model": model, "test_data": records,
               "checkpoint": str(folder / "ckpt"), "max_iteration": 1}
+    if model == "SSMA":
+        values["stage"] = "finetune"
     path = str(folder / "run.config")
     with open(path, "w") as handle:
         yaml.safe_dump(values, handle)

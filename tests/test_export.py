@@ -98,3 +98,28 @@ def test_missing_spec_and_bad_depth_option_rejected(model, tmp_path):
     with pytest.raises(InputError, match="depth-input"):
         export_saved_model(model, SPECS, str(tmp_path / "m"), depth_input="feet")
     assert not os.path.exists(tmp_path / "m")
+
+
+def test_export_cli_from_a_checkpoint(tmp_path, capsys):
+    import export
+    from eval_models import saved_run
+
+    config_path = saved_run(tmp_path, model="AdapNet_pp")
+    out = tmp_path / "served"
+    assert export.main(["--config", config_path, "--output", str(out)]) == 0
+    assert "serving_default" in capsys.readouterr().out
+    version = out / "1"
+    assert {"saved_model.pb", "config.yaml", "export_info.json", "run_info.json"} <= set(
+        os.listdir(version))
+    with open(version / "config.yaml") as handle:
+        assert yaml.safe_load(handle)["model"] == "AdapNet_pp"
+    serve = tf.saved_model.load(str(version)).signatures["serving_default"]
+    assert list(serve.structured_input_signature[1]) == ["rgb"]
+    result = serve(rgb=tf.constant(_raw_inputs(height=20, width=33)["rgb"]))
+    assert result["labels"].shape == (2, 20, 33)
+    assert result["probabilities"].shape == (2, 20, 33, 2)
+    np.testing.assert_array_equal(result["labels"].numpy(),
+                                  np.argmax(result["probabilities"].numpy(), -1))
+    assert export.main(["--config", config_path, "--output", str(out),
+                        "--checkpoint", str(tmp_path / "nothing")]) == 2
+    assert "nothing" in capsys.readouterr().err
