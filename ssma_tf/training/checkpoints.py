@@ -46,13 +46,13 @@ def init_from_checkpoint(model, path, key="init_checkpoint"):
                           f"({str(exc).splitlines()[0][:200]})") from None
 
 
-def init_experts(model, config):
-    """Copy the stage-1 AdapNet++ encoders (checkpoint1, checkpoint2, ...) into SSMA's
-    `expert_<modality>` encoders. The stage-1 model is rebuilt from its run_info.json when
-    there is one (else from this config's options), restored, and its "encoder" copied."""
+def expert_sources(config):
+    """[(modality, prefix, stage-1 config)] for SSMA's experts from checkpoint1, checkpoint2...
+    The stage-1 config comes from the checkpoint's run_info.json when there is one (else this
+    config's options); checked before any model is built."""
     from ssma_tf.config import KEYS, Config
-    from ssma_tf.models.factory import build_model
 
+    sources = []
     for index, modality in enumerate(config.modalities):
         key = f"checkpoint{index + 1}"
         path = getattr(config, key, None)
@@ -60,8 +60,6 @@ def init_experts(model, config):
             raise ConfigError(f"{config.source}: key '{key}' is required to initialise expert "
                               f"'{modality}' (stage fusion); give the stage-1 checkpoint")
         prefix = find_checkpoint(path, key)
-        expert = model.get_layer(f"expert_{modality}")
-        channels = int(expert.inputs[0].shape[-1])
         info = read_run_info(checkpoint_folder(prefix))
         if info:
             stage1 = Config({k: v for k, v in info["config"].items() if k in KEYS}, prefix)
@@ -71,6 +69,17 @@ def init_experts(model, config):
             raise ConfigError(f"key '{key}': {prefix} is a {stage1.model} model of "
                               f"{stage1.modalities}, expected an AdapNet_pp expert of "
                               f"['{modality}']")
+        sources.append((key, modality, prefix, stage1))
+    return sources
+
+
+def init_experts(model, config):
+    """Copy the stage-1 AdapNet++ encoders into SSMA's `expert_<modality>` encoders."""
+    from ssma_tf.models.factory import build_model
+
+    for key, modality, prefix, stage1 in expert_sources(config):
+        expert = model.get_layer(f"expert_{modality}")
+        channels = int(expert.inputs[0].shape[-1])
         source = build_model(stage1, channels={modality: channels})
         restore_weights(source, prefix, key)
         try:

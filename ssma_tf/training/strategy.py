@@ -9,12 +9,12 @@ import tensorflow as tf
 def make_strategy(name):
     """one_device (first GPU, else CPU), mirrored (all GPUs, else all logical CPUs) or
     multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG)."""
+    if name == "multi_worker":       # first: it must configure the runtime itself
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored":
         devices = gpus or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
 
 

@@ -91,13 +91,17 @@ def _check_batch(config, strategy):
                               f"the {replicas} replicas")
 
 
+def _needs_experts(config):
+    return config.model == "SSMA" and config.stage == "fusion"
+
+
 def initialise(framework, config):
     """Fresh run only: init_checkpoint/intialize, else SSMA experts (stage fusion)."""
     items = framework.checkpoint_items()
     model = items.get("model", framework.eval_model)
     if config.init_checkpoint:
         checkpoints.init_from_checkpoint(model, config.init_checkpoint)
-    elif config.model == "SSMA" and config.stage == "fusion":
+    elif _needs_experts(config):
         checkpoints.init_experts(model, config)
 
 
@@ -148,6 +152,11 @@ def train(config, model_builder=None):
     _required(config, "train_data")
     if config.num_classes is None and model_builder is None:
         _required(config, "num_classes")
+    latest = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
+    if not latest and config.init_checkpoint:
+        checkpoints.find_checkpoint(config.init_checkpoint, "init_checkpoint")
+    elif not latest and _needs_experts(config):
+        checkpoints.expert_sources(config)       # fail fast, before building anything
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)
     _check_batch(config, strategy)
@@ -159,7 +168,6 @@ def train(config, model_builder=None):
     write_dir = ckpt_dir if chief else os.path.join(ckpt_dir, f".worker-{worker_id(strategy)}")
     checkpoint = tf.train.Checkpoint(step=framework.step, **framework.checkpoint_items())
     manager = tf.train.CheckpointManager(checkpoint, write_dir, config.keep_checkpoints)
-    latest = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
     with strategy.scope():
         if latest:
             checkpoint.restore(latest).assert_existing_objects_matched()

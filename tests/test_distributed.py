@@ -1,0 +1,72 @@
+"""MirroredStrategy over the 2 logical CPUs matches one device; 2-process multi-worker run."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+
+from ssma_tf.training.trainer import train
+from trainer_data import tiny_config, write_records
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _losses(text):
+    return [float(v) for v in re.findall(r"step \d+/\d+  loss ([0-9.e+-]+)", text)]
+
+
+def test_mirrored_matches_one_device_with_sync_bn(tmp_path, capsys):
+    records = write_records(tmp_path)
+    common = dict(max_iteration=3, skip_step=1, summary_step=0, dropout=0.0, sync_bn=True)
+    train(tiny_config(tmp_path / "one", records, **common))
+    one = _losses(capsys.readouterr().out)
+    train(tiny_config(tmp_path / "two", records, strategy="mirrored", **common))
+    two = _losses(capsys.readouterr().out)
+    assert len(one) == len(two) == 3
+    assert one == pytest.approx(two, rel=2e-3)
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_multi_worker(tmp_path):
+    records = write_records(tmp_path)
+    config = tmp_path / "mw.config"
+    ckpt = tmp_path / "ckpt"
+    config.write_text(
+        "model: AdapNet_pp\nnum_classes: 2\nwidth_multiplier: 0.125\nbackbone_units: [1, 1, 1, 1]\n"
+        f"height: 32\nwidth: 64\nbatch_size: 4\ntrain_data: {records}\ncheckpoint: {ckpt}\n"
+        "max_iteration: 4\nsave_step: 2\nskip_step: 2\nsummary_step: 0\nstrategy: multi_worker\n"
+        "flip: false\nphotometric: false\nscale_min: 1.0\nscale_max: 1.0\n")
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster,
+                                                     "task": {"type": "worker", "index": index}}),
+                   PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+        procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), "-c",
+                                       str(config)], env=env, cwd=str(tmp_path),
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=400)[0])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert [p.returncode for p in procs] == [0, 0], outputs[-1][-3000:]
+    assert "step 4/4" in outputs[0] and "step 4/4" not in outputs[1]     # chief logs
+    assert tf.train.latest_checkpoint(str(ckpt)).endswith("ckpt-4")
+    assert os.path.isfile(ckpt / "run_info.json")
+    assert not [n for n in os.listdir(ckpt) if n.startswith(".worker")]
