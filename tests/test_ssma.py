@@ -118,3 +118,18 @@ def test_training_step_with_frozen_experts_only_moves_fusion_and_decoder():
     for before, after in zip(expert_before, model.get_layer("expert_rgb").weights):
         np.testing.assert_array_equal(before, after)        # incl. BN moving statistics
     assert not np.allclose(fusion_before, model.get_layer("ssma_easpp_squeeze").kernel)
+
+
+def test_clone_and_keras_file_round_trip(tmp_path):
+    channels = {"rgb": 3, "depth": 1}
+    model = build_ssma(3, channels, aux_heads=True, **TINY)
+    x = _inputs(channels, batch=1, h=32, w=32)
+    want = model(x, training=False)
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    model.save(tmp_path / "ssma.keras")
+    loaded = keras.models.load_model(tmp_path / "ssma.keras")
+    for other in (clone, loaded):
+        got = other(x, training=False)
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], atol=1e-6)

@@ -93,6 +93,7 @@ def upconv_bn(x, filters, kernel_size, strides, name):
     return batch_norm(name=f"{name}_bn")(x)
 
 
+@keras.saving.register_keras_serializable(package="ssma_tf")
 class ResizeLike(keras.layers.Layer):
     """Bilinearly resize `x` to the spatial size of `reference` (NHWC)."""
 
@@ -109,6 +110,7 @@ class ResizeLike(keras.layers.Layer):
         return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
 
 
+@keras.saving.register_keras_serializable(package="ssma_tf")
 class BroadcastLike(keras.layers.Layer):
     """Tile a [B,1,1,C] tensor over the spatial size of `reference`.
 
