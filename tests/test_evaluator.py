@@ -134,3 +134,20 @@ def test_evaluate_cli_errors_name_the_problem(run_config, capsys):
     assert "--scales" in capsys.readouterr().err
     assert evaluate.main(["--config", run_config, "--override", "test_data=/nope/x.tfrecords"]) == 2
     assert "/nope/x.tfrecords" in capsys.readouterr().err
+
+
+def test_multiscale_probabilities_average_flips_and_scales(model):
+    from ssma_tf.evaluation.evaluator import multiscale_probabilities
+
+    inputs, _ = sample_batch(height=32, width=48)
+    inputs = {k: tf.constant(v) for k, v in inputs.items()}
+    plain = padded_probabilities(model, inputs)
+    mirrored = padded_probabilities(model, {k: v[:, :, ::-1] for k, v in inputs.items()})
+    both = multiscale_probabilities(model, inputs, scales=(1.0,), flip=True)
+    np.testing.assert_allclose(both.numpy(), 0.5 * (plain + mirrored[:, :, ::-1]).numpy(),
+                               atol=1e-6)
+    doubled = {"rgb": tf.image.resize(inputs["rgb"], (64, 96)),
+               "depth": tf.image.resize(inputs["depth"], (64, 96), method="nearest")}
+    expected = tf.image.resize(padded_probabilities(model, doubled), (32, 48))
+    multi = multiscale_probabilities(model, inputs, scales=(1.0, 2.0))
+    np.testing.assert_allclose(multi.numpy(), 0.5 * (plain + expected).numpy(), atol=1e-5)

@@ -4,7 +4,6 @@ modality, colour overlays."""
 import functools
 import os
 
-import numpy as np
 import tensorflow as tf
 
 from ssma_tf.errors import InputError
