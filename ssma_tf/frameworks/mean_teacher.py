@@ -8,7 +8,8 @@ One step (M3L `meanteacher`, TorchSemiSeg MT):
 
 Choices, all documented in the config keys:
 - `consistency: pseudo_ce` (default, M3L): hard pseudo labels argmax(teacher "logits") (the
-  ensemble for LinearFusion), cross-entropy on every weighted student output;
+  ensemble for LinearFusion), cross-entropy on every weighted student output (a pseudo
+  label equal to `ignore_label`, e.g. SSMA's void class 0, is not trained, like the truth);
   `softmax_mse` (TorchSemiSeg MT, use consistency_weight 100): mean squared error between
   the student's and the teacher's softmax.
 - `rampup_steps`: sigmoid ramp-up exp(-5 (1 - t/T)^2) of the weight; 0 = constant (M3L).
