@@ -45,7 +45,7 @@ class ConfusionMatrix:
     @property
     def matrix(self):
         """The accumulated counts as numpy int64, rows = ground truth, columns = prediction."""
-        return np.asarray(keras.ops.convert_to_numpy(self._metric.total_cm), dtype=np.int64)
+        return np.asarray(self._metric.total_cm.numpy(), dtype=np.int64)
 
     def _scored_classes(self):
         return [c for c in range(self.num_classes) if c != self.ignore_label]
