@@ -45,14 +45,17 @@ def bilinear_resize(x, size, align_corners=False):
     """Bilinear resize of NHWC `x` to `size` (ints or scalar tensors), PyTorch semantics.
 
     keras.ops.image.resize has no align_corners and needs static sizes; this takes both.
+    Each axis is one matmul with a sparse (out x in) interpolation matrix: XLA-friendly,
+    and its gradient is a matmul too (a gather's gradient is a slow scatter on CPU).
     """
     shape = ops.shape(x)
     for axis, out_size in ((1, size[0]), (2, size[1])):
         i0, i1, frac = _axis_weights(out_size, shape[axis], align_corners)
-        frac = ops.cast(frac, x.dtype)
-        frac = ops.reshape(frac, (1, -1, 1, 1) if axis == 1 else (1, 1, -1, 1))
-        low, high = ops.take(x, i0, axis=axis), ops.take(x, i1, axis=axis)
-        x = low + (high - low) * frac
+        frac = ops.cast(frac, x.dtype)[:, None]
+        matrix = (ops.one_hot(i0, shape[axis], dtype=x.dtype) * (1.0 - frac)
+                  + ops.one_hot(i1, shape[axis], dtype=x.dtype) * frac)
+        equation = "oi,bihc->bohc" if axis == 1 else "oi,bhic->bhoc"
+        x = ops.einsum(equation, matrix, x)
     return x
 
 

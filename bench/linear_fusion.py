@@ -1,0 +1,134 @@
+"""Throughput of LinearFusion MiT-b0 (rgb + depth) on this machine's CPU.
+
+Measures, at --size x --size with --batch images:
+  - TF training step (forward + CE on the 3 outputs + AdamW), XLA on and off;
+  - TF inference (forward), XLA on and off;
+  - inference under KERAS_BACKEND=jax (jax.jit), in a subprocess.
+and compares with the M3L PyTorch reference on the same 2-core CPU.
+
+    python bench/linear_fusion.py [--size 384] [--batch 2] [--steps 5]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE = {"train": 1.1, "inference": 4.3}  # img/s, M3L PyTorch, same 2-core CPU
+TARGET = {"train": 1.5, "inference": 2.0}  # ratio over the reference
+NUM_CLASSES = 13
+
+
+def _inputs(batch, size):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    inputs = {
+        "rgb": rng.normal(size=(batch, size, size, 3)).astype("float32"),
+        "depth": rng.uniform(size=(batch, size, size, 1)).astype("float32"),
+    }
+    labels = rng.integers(0, NUM_CLASSES, size=(batch, size, size)).astype("int32")
+    return inputs, labels
+
+
+def _images_per_second(fn, batch, steps):
+    fn()  # compile / trace
+    fn()
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return batch * steps / (time.perf_counter() - start)
+
+
+def bench_tf(batch, size, steps):
+    """{name: img/s} for TF train/inference with XLA on and off."""
+    import keras
+    import tensorflow as tf
+
+    from ssma_tf.models.linear_fusion import build_linear_fusion
+
+    keras.utils.set_random_seed(0)
+    model = build_linear_fusion(NUM_CLASSES, {"rgb": 3, "depth": 1}, variant="b0")
+    optimizer = keras.optimizers.AdamW(1e-4, weight_decay=1e-4)
+    optimizer.build(model.trainable_variables)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    inputs, labels = _inputs(batch, size)
+    inputs = {k: tf.constant(v) for k, v in inputs.items()}
+    labels = tf.constant(labels)
+    weights = model.output_loss_weights
+
+    def train_step():
+        with tf.GradientTape() as tape:
+            outputs = model(inputs, training=True)
+            loss = tf.add_n([w * loss_fn(labels, outputs[k]) for k, w in weights.items()])
+        variables = model.trainable_variables
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        return loss
+
+    def infer():
+        return model(inputs, training=False)["logits"]
+
+    results = {}
+    for xla in (True, False):
+        tag = "xla" if xla else "no_xla"
+        train = tf.function(train_step, jit_compile=xla)
+        forward = tf.function(infer, jit_compile=xla)
+        results[f"tf_train_{tag}"] = _images_per_second(lambda: float(train()), batch, steps)
+        results[f"tf_inference_{tag}"] = _images_per_second(
+            lambda: forward().numpy(), batch, steps)
+    return results
+
+
+def bench_jax_forward(batch, size, steps):
+    """img/s of the jitted forward under the jax backend (call in a jax-backend process)."""
+    import jax
+    import keras
+
+    from ssma_tf.models.linear_fusion import build_linear_fusion
+
+    keras.utils.set_random_seed(0)
+    model = build_linear_fusion(NUM_CLASSES, {"rgb": 3, "depth": 1}, variant="b0")
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    inputs, _ = _inputs(batch, size)
+    forward = jax.jit(lambda t, n, x: model.stateless_call(t, n, x, training=False)[0]["logits"])
+    return {"jax_inference": _images_per_second(
+        lambda: forward(trainable, non_trainable, inputs).block_until_ready(), batch, steps)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=384)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--jax-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, ROOT)
+
+    if args.jax_child:
+        print(json.dumps(bench_jax_forward(args.batch, args.size, args.steps)))
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    results = bench_tf(args.batch, args.size, args.steps)
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    child = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--jax-child", "--size", str(args.size),
+         "--batch", str(args.batch), "--steps", str(args.steps)],
+        env=env, capture_output=True, text=True, check=True)
+    results.update(json.loads(child.stdout.strip().splitlines()[-1]))
+
+    print(f"LinearFusion MiT-b0, rgb+depth, {args.size}x{args.size}, batch {args.batch}, "
+          f"{args.steps} timed steps, {os.cpu_count()} CPUs")
+    for name, value in results.items():
+        kind = "train" if "train" in name else "inference"
+        ratio = value / REFERENCE[kind]
+        verdict = "meets" if ratio >= TARGET[kind] else "below"
+        print(f"  {name:22s} {value:7.2f} img/s   x{ratio:4.2f} vs PyTorch "
+              f"{REFERENCE[kind]} img/s ({verdict} target x{TARGET[kind]})")
+
+
+if __name__ == "__main__":
+    main()
