@@ -99,7 +99,9 @@ class GroupOptimizer:
     def apply(self, tape, loss):
         """Differentiate `loss` (recorded on `tape`) and step every group."""
         variables = self.variables
-        grads = tape.gradient(self.scale_loss(loss), variables)
+        with tape:  # the scaling must be recorded too, or mixed_float16 gets no gradients
+            scaled = self.scale_loss(loss)
+        grads = tape.gradient(scaled, variables)
         first = next(iter(self.optimizers.values()))
         start = 0
         for group, optimizer in self.optimizers.items():
