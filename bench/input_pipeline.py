@@ -3,7 +3,8 @@
 Generates its own RGB-D samples (random smooth 8-bit RGB, 16-bit depth in mm with holes,
 labels) as PNG files and as TFRecords (schema.encode_example), then measures images per
 second of decode + joint augmentation (scale 0.5-2, crop, flip, colour jitter) + normalise +
-batch for both readers of the same samples, and prints both and the ratio.
+batch for both readers of the same samples, in alternating rounds (shared machines load
+unevenly), and prints the medians, images per CPU-second and the ratios.
 
     python bench/input_pipeline.py [--num 64] [--height 384 --width 768] [--batch 8]
 """
@@ -92,40 +93,35 @@ def numpy_augment(rgb, depth, label, rng, crop, scale_range, depth_max=10.0, ign
     return rgb, depth, label.astype(np.int32)
 
 
-def bench_baseline(triples, batch, num_batches, crop, scale_range):
-    """Images/s of cv2.imread per sample + numpy augmentation in a Python loop."""
+def baseline_batches(triples, batch, crop, scale_range):
+    """Batches from cv2.imread per sample + numpy augmentation in a Python loop."""
     rng = np.random.default_rng(0)
-
-    def batches():
-        index = 0
-        while True:
-            parts = []
-            for _ in range(batch):
-                rgb_path, depth_path, label_path = triples[index % len(triples)]
-                index += 1
-                rgb = cv2.cvtColor(cv2.imread(rgb_path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-                depth = cv2.imread(depth_path, cv2.IMREAD_UNCHANGED)
-                label = cv2.imread(label_path, cv2.IMREAD_GRAYSCALE)
-                parts.append(numpy_augment(rgb, depth, label, rng, crop, scale_range))
-            yield [np.stack(column) for column in zip(*parts)]
-
-    return timed(batches(), batch, num_batches)
+    index = 0
+    while True:
+        parts = []
+        for _ in range(batch):
+            rgb_path, depth_path, label_path = triples[index % len(triples)]
+            index += 1
+            rgb = cv2.cvtColor(cv2.imread(rgb_path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            depth = cv2.imread(depth_path, cv2.IMREAD_UNCHANGED)
+            label = cv2.imread(label_path, cv2.IMREAD_GRAYSCALE)
+            parts.append(numpy_augment(rgb, depth, label, rng, crop, scale_range))
+        yield [np.stack(column) for column in zip(*parts)]
 
 
-def bench_pipeline(record, batch, num_batches, crop, scale_range):
-    """Images/s of the ssma_tf training pipeline (decode + augment + batch + prefetch)."""
-    ds = train_dataset(record, modalities=["rgb", "depth"], batch_size=batch, crop=crop,
-                       scale_range=scale_range, seed=0, shuffle_buffer=64)
-    return timed(iter(ds), batch, num_batches)
+def pipeline_batches(record, batch, crop, scale_range):
+    """Batches from the ssma_tf training pipeline (decode + augment + batch + prefetch)."""
+    return iter(train_dataset(record, modalities=["rgb", "depth"], batch_size=batch, crop=crop,
+                              scale_range=scale_range, seed=0, shuffle_buffer=64))
 
 
-def timed(iterator, batch, num_batches, warmup=2):
-    for _ in range(warmup):
-        next(iterator)
-    start = time.perf_counter()
+def timed(iterator, batch, num_batches):
+    """(images per wall second, images per CPU second of this process) over `num_batches`."""
+    wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(num_batches):
         next(iterator)
-    return num_batches * batch / (time.perf_counter() - start)
+    images = num_batches * batch
+    return images / (time.perf_counter() - wall), images / (time.process_time() - cpu)
 
 
 def main(argv=None):
@@ -134,7 +130,8 @@ def main(argv=None):
     parser.add_argument("--height", type=int, default=384)
     parser.add_argument("--width", type=int, default=768)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--batches", type=int, default=16, help="timed batches per reader")
+    parser.add_argument("--batches", type=int, default=6, help="timed batches per round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds")
     args = parser.parse_args(argv)
     crop = (args.height, args.width)
     scale_range = (0.5, 2.0)
@@ -142,11 +139,23 @@ def main(argv=None):
         triples, record = write_samples(folder, args.num, args.height, args.width)
         print(f"{args.num} samples {args.width}x{args.height} RGB-D, crop {crop[1]}x{crop[0]}, "
               f"scale {scale_range}, batch {args.batch}, {os.cpu_count()} CPUs")
-        baseline = bench_baseline(triples, args.batch, args.batches, crop, scale_range)
-        print(f"cv2.imread + numpy loop : {baseline:7.1f} images/s")
-        pipeline = bench_pipeline(record, args.batch, args.batches, crop, scale_range)
-        print(f"ssma_tf tf.data pipeline: {pipeline:7.1f} images/s")
-        print(f"ratio                   : {pipeline / baseline:7.2f}x")
+        baseline = baseline_batches(triples, args.batch, crop, scale_range)
+        next(baseline)
+        rounds = {"cv2.imread + numpy loop": [], "ssma_tf tf.data pipeline": []}
+        for _ in range(args.rounds):  # alternate, so both see the same machine load
+            rounds["cv2.imread + numpy loop"].append(timed(baseline, args.batch, args.batches))
+            # A fresh iterator per round, dropped after it: a live tf.data iterator keeps
+            # prefetching in the background and would take CPU from the baseline's round.
+            pipeline = pipeline_batches(record, args.batch, crop, scale_range)
+            next(pipeline)
+            rounds["ssma_tf tf.data pipeline"].append(timed(pipeline, args.batch, args.batches))
+            del pipeline
+        medians = {name: np.median(np.array(r), axis=0) for name, r in rounds.items()}
+        for name, (wall, cpu) in medians.items():
+            print(f"{name:25s}: {wall:6.1f} images/s  ({cpu:5.1f} images per CPU-second)")
+        (base_wall, base_cpu), (pipe_wall, pipe_cpu) = medians.values()
+        print(f"ratio (pipeline / baseline): {pipe_wall / base_wall:.2f}x images/s, "
+              f"{pipe_cpu / base_cpu:.2f}x per CPU-second (median of {args.rounds} rounds)")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """Joint augmentation of all modalities and the label: scale, crop with padding, flip, jitter.
 
-Geometry is one `tf.image.crop_and_resize` per tensor: random scale, crop window (padding
-where the scaled image is smaller than the crop) and horizontal flip all become one sampling
-box, shared by every modality and the label, so they stay aligned pixel for pixel; only the
-crop is ever computed, never the whole scaled image. Colour and image modalities are sampled
-bilinearly, raw depth and labels with NEAREST (valid depth is never blended with holes).
-Padding is 0 in normalised space (0 = missing for depth) and `ignore_label` for labels.
-Colour jitter runs on the crop. All randomness is stateless, driven by a per-example seed.
+Random scale, crop window (padding where the scaled image is smaller than the crop) and
+horizontal flip become one map from output pixels to source coordinates, shared by every
+modality and the label, so they stay aligned pixel for pixel; only the crop is ever
+computed, never the whole scaled image. Colour and image modalities are sampled bilinearly,
+raw depth and labels with NEAREST (valid depth is never blended with holes). Padding is 0
+in normalised space (0 = missing for depth) and `ignore_label` for labels. Colour jitter
+runs on the crop. All randomness is stateless, driven by a per-example seed.
 """
 
 import tensorflow as tf
@@ -49,10 +49,10 @@ def sample_geometry(seed, image_hw, crop_hw, scale_range=(0.5, 2.0), flip=True):
     """Random scale s ~ U(scale_range), a `crop_hw` window at a random integer offset into the
     scaled image (negative offsets = padding) and a mirror with p=0.5 if `flip`.
 
-    Returns (box, inside): the crop_and_resize box [y1, x1, y2, x2] over the image padded by
-    one replicated pixel (see `sample_window`), and int32 [top, bottom, left, right]: the
-    output rows top..bottom-1 and columns left..right-1 lie inside the scaled image, the
-    rest is padding (a mirror does not move it: the region is symmetric under the flip).
+    Returns (rows, cols, inside): the source coordinates (pixel units, float32 [h] and [w])
+    each output row and column samples, and int32 [top, bottom, left, right]: the output rows
+    top..bottom-1 and columns left..right-1 lie inside the scaled image, the rest is padding
+    (a mirror does not move it: the region is symmetric under the flip).
     """
     scale_seed, offset_seed, flip_seed = split_seed(seed, 3)
     size = tf.cast(image_hw, tf.float32)
@@ -63,35 +63,49 @@ def sample_geometry(seed, image_hw, crop_hw, scale_range=(0.5, 2.0), flip=True):
     low, high = tf.minimum(slack, 0.0), tf.maximum(slack, 0.0)
     u = tf.random.stateless_uniform([2], offset_seed)
     offset = tf.minimum(tf.floor(low + u * (high - low + 1.0)), high)
-    # Output pixel i samples source coordinate (offset + i + 0.5) * size / scaled - 0.5,
-    # shifted by +1 for the replicated border.
+    # Output pixel i shows scaled pixel offset + i, whose centre is at source coordinate
+    # (offset + i + 0.5) * size / scaled - 0.5.
     ratio = size / scaled
-    start = (offset + 0.5) * ratio + 0.5
-    end = start + (crop - 1.0) * ratio
-    (y1, x1), (y2, x2) = tf.unstack(start / (size + 1.0)), tf.unstack(end / (size + 1.0))
+    rows = (offset[0] + tf.range(crop_hw[0], dtype=tf.float32) + 0.5) * ratio[0] - 0.5
+    cols = (offset[1] + tf.range(crop_hw[1], dtype=tf.float32) + 0.5) * ratio[1] - 0.5
     if flip:
         mirror = tf.random.stateless_uniform([], flip_seed) < 0.5
-        x1, x2 = tf.where(mirror, 1.0 - x1, x1), tf.where(mirror, 1.0 - x2, x2)
+        cols = tf.where(mirror, size[1] - 1.0 - cols, cols)
     start_in, end_in = tf.maximum(-offset, 0.0), tf.minimum(scaled - offset, crop)
     inside = tf.cast(tf.stack([start_in[0], end_in[0], start_in[1], end_in[1]]), tf.int32)
-    return tf.stack([y1, x1, y2, x2]), inside
+    return rows, cols, inside
 
 
 def sample_window(image, geometry, crop_hw, method="bilinear"):
-    """Sample `image` [H, W, C] (any numeric dtype) over the box of `geometry` -> float32
-    [h, w, C]. The image gets a one-pixel replicated border first, so samples within half a
-    pixel of the edge (upscaling) read the edge pixel. Padding pixels hold arbitrary values."""
-    box, _ = geometry
-    image = tf.cast(image, tf.float32)  # crop_and_resize and padding are fastest on float32
-    rows = tf.concat([image[:1], image, image[-1:]], axis=0)
-    bordered = tf.concat([rows[:, :1], rows, rows[:, -1:]], axis=1)
-    return tf.image.crop_and_resize(tf.expand_dims(bordered, 0), tf.expand_dims(box, 0), [0],
-                                    crop_hw, method=method)[0]
+    """Sample `image` [H, W, C] (any numeric dtype) at the coordinates of `geometry` ->
+    float32 [h, w, C]. Coordinates are clamped to the image (samples within half a pixel of
+    the edge read the edge pixel); padding pixels hold arbitrary values.
+
+    nearest: two gathers (rows, then columns) straight from the stored dtype; bilinear: one
+    crop_and_resize over the image with a one-pixel replicated border (its box is the first
+    and last coordinates; a mirror is a box with x1 > x2).
+    """
+    rows, cols, _ = geometry
+    size = tf.shape(image)[:2]
+    if method == "nearest":
+        def index(coords, n):
+            return tf.cast(tf.clip_by_value(tf.floor(coords + 0.5), 0.0, tf.cast(n - 1, tf.float32)),
+                           tf.int32)
+        picked = tf.gather(tf.gather(image, index(rows, size[0]), axis=0), index(cols, size[1]),
+                           axis=1)
+        return tf.cast(picked, tf.float32)
+    image = tf.cast(image, tf.float32)  # crop_and_resize and the border are fastest on float32
+    bordered = tf.concat([image[:1], image, image[-1:]], axis=0)
+    bordered = tf.concat([bordered[:, :1], bordered, bordered[:, -1:]], axis=1)
+    extent = tf.cast(size, tf.float32) + 1.0  # bordered size - 1
+    box = tf.stack([(rows[0] + 1.0) / extent[0], (cols[0] + 1.0) / extent[1],
+                    (rows[-1] + 1.0) / extent[0], (cols[-1] + 1.0) / extent[1]])
+    return tf.image.crop_and_resize(bordered[None], box[None], [0], crop_hw, method=method)[0]
 
 
 def fill_padding(sampled, geometry, pad_value=0.0):
     """Set the padding pixels of a sampled [h, w, C] tensor to `pad_value` (slice + pad)."""
-    top, bottom, left, right = tf.unstack(geometry[1])
+    top, bottom, left, right = tf.unstack(geometry[2])
     height, width = sampled.shape[0], sampled.shape[1]
     padded = tf.pad(sampled[top:bottom, left:right],
                     [[top, height - bottom], [left, width - right], [0, 0]],
