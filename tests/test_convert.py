@@ -50,16 +50,19 @@ def _read(record):
     return info, sorted(out, key=lambda item: item[0])
 
 
-@pytest.mark.parametrize("workers, shards", [(1, 1), (2, 2)])
-def test_round_trip_exact_pixels_shards_and_sidecar(tmp_path, workers, shards):
+@pytest.mark.parametrize("workers, shards, image_format", [(1, 1, "png"), (2, 2, "png"),
+                                                           (1, 2, "raw")])
+def test_round_trip_exact_pixels_shards_and_sidecar(tmp_path, workers, shards, image_format):
     lst, samples = _dataset(tmp_path)
     record = str(tmp_path / "out" / "train.tfrecords")
-    convert(lst, record, num_classes=4, num_shards=shards, workers=workers, command="cmd")
+    convert(lst, record, num_classes=4, num_shards=shards, workers=workers, command="cmd",
+            image_format=image_format)
     expected = sorted(["train.tfrecords"] if shards == 1 else
                       ["train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"])
     assert sorted(os.listdir(tmp_path / "out")) == sorted(expected + ["train.info.json"])
     info, decoded = _read(record)
     assert info.num_examples == 5 and info.labeled and info.command == "cmd"
+    assert info.image_format == image_format
     assert [m.to_json() for m in info.modalities] == [
         {"name": "rgb", "encoding": "color", "channels": 3, "dtype": "uint8", "depth_scale": 0.001},
         {"name": "depth", "encoding": "raw", "channels": 1, "dtype": "uint16", "depth_scale": 0.001}]
@@ -157,6 +160,13 @@ def test_bad_input_names_line_and_path_and_leaves_nothing(tmp_path, kind, worker
     assert not out.exists() or os.listdir(out) == []
 
 
+def test_unknown_image_format_is_a_clear_error(tmp_path):
+    lst, _ = _dataset(tmp_path, n=1)
+    with pytest.raises(InputError, match="--image-format: .*png, raw.*'jpeg'"):
+        convert(lst, str(tmp_path / "out.tfrecords"), image_format="jpeg")
+    assert not (tmp_path / "out.tfrecords").exists()
+
+
 def test_hha_without_intrinsics_is_a_clear_error(tmp_path):
     lst, _ = _dataset(tmp_path, n=1)
     with pytest.raises(InputError, match="'depth' uses encoding hha.*--intrinsics"):
@@ -174,10 +184,12 @@ def _cli(*args):
 def test_cli_ssma_flags_and_error_exit_code(tmp_path):
     lst, samples = _dataset(tmp_path, n=3)
     record = str(tmp_path / "train.tfrecords")
-    run = _cli("-f", lst, "-r", record, "--ignore-label=255", "--num-classes", "4", "--workers", "2")
+    run = _cli("-f", lst, "-r", record, "--ignore-label=255", "--num-classes", "4", "--workers", "2",
+               "--image-format", "raw")
     assert run.returncode == 0, run.stderr
     info, decoded = _read(record)
     assert info.num_examples == 3 and "convert_to_tfrecords.py -f" in info.command
+    assert info.image_format == "raw"
     np.testing.assert_array_equal(decoded[0][1]["depth"][..., 0], samples[0][1])
     run = _cli("--file", lst, "--record", str(tmp_path / "x.tfrecords"), "--num-classes", "2")
     assert run.returncode == 2

@@ -1,5 +1,7 @@
 """Record schema: specs, sidecar, shard names, encode/decode round trips, legacy SSMA records."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -37,7 +39,7 @@ def test_spec_and_info_json_round_trip(tmp_path):
     assert RGB.photometric and not DEPTH.photometric
     assert ModalitySpec.from_json(DEPTH.to_json()) == DEPTH
     info = DatasetInfo([RGB, DEPTH], True, 3, ["a.tfrecords"], num_classes=5,
-                       class_histogram=[1] * 256, command="convert x")
+                       class_histogram=[1] * 256, command="convert x", image_format="raw")
     path = tmp_path / "a.info.json"
     info.write(path)
     assert DatasetInfo.read(path) == info
@@ -63,6 +65,40 @@ def test_encode_decode_round_trip_keeps_16_bit_and_rgb(tmp_path):
     example = tf.train.Example.FromString(serialized)
     assert example.features.feature["height"].int64_list.value == [8]
     assert list(example.features.feature["source"].bytes_list.value) == [b"a.png", b"b.png", b"l.png"]
+
+
+def test_raw_format_round_trip_8_and_16_bit_is_uncompressed():
+    rgb, depth, label = _arrays()
+    depth[0, 0] = 0x0102  # byte order matters
+    arrays = {"rgb": rgb, "depth": depth}
+    raw = schema.encode_example(arrays, label, ["a.png"], image_format="raw")
+    png = schema.encode_example(arrays, label, ["a.png"])
+    features = tf.train.Example.FromString(raw).features.feature
+    assert features["format"].bytes_list.value == [b"raw"]
+    assert tf.train.Example.FromString(png).features.feature["format"].bytes_list.value == [b"png"]
+    assert features["modality/depth"].bytes_list.value[0] == depth.astype("<u2").tobytes()
+    assert features["label"].bytes_list.value[0] == label.tobytes()
+    info = DatasetInfo([RGB, DEPTH], True, 1, [], image_format="raw")
+    out = schema.decode_example(tf.constant(raw), info)
+    assert out["rgb"].dtype == tf.uint8 and out["depth"].dtype == tf.uint16
+    np.testing.assert_array_equal(out["rgb"].numpy(), rgb)
+    np.testing.assert_array_equal(out["depth"].numpy()[..., 0], depth)
+    np.testing.assert_array_equal(out["label"].numpy()[..., 0], label)
+    ds = tf.data.Dataset.from_tensors(raw).map(lambda s: schema.decode_example(s, info))
+    assert ds.element_spec["depth"].shape.as_list() == [None, None, 1]
+    with pytest.raises(InputError, match="image format.*'jpeg'"):
+        schema.encode_example(arrays, label, [], image_format="jpeg")
+    with pytest.raises(InputError, match="image format"):
+        DatasetInfo([RGB], True, 1, [], image_format="gif")
+
+
+def test_old_sidecar_without_image_format_reads_as_png(tmp_path):
+    path = tmp_path / "old.info.json"
+    info = DatasetInfo([RGB], True, 1, ["old.tfrecords"])
+    d = info.to_json()
+    del d["image_format"]
+    path.write_text(json.dumps(d))
+    assert DatasetInfo.read(path).image_format == "png"
 
 
 def test_decode_is_traceable_in_tf_data_and_unlabeled(tmp_path):

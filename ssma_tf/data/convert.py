@@ -1,6 +1,7 @@
 """List file -> sharded TFRecords + JSON sidecar, in parallel and atomically.
 
-Each list line is read, checked and encoded in a worker process (cv2/numpy, PNG); the parent
+Each list line is read, checked and encoded in a worker process (cv2/numpy; PNG or raw
+pixels, see schema.encode_example); the parent
 writes round-robin into one TFRecordWriter per shard under temporary names and renames
 everything, sidecar last, only once every sample converted. Any error removes the temps.
 """
@@ -94,6 +95,7 @@ class _Job:
     num_classes: int | None
     ignore_label: int
     label_map: np.ndarray | None
+    image_format: str
 
 
 def read_image(path, where) -> np.ndarray:
@@ -155,7 +157,7 @@ def _encode_entry(entry, job):
             raise InputError(f"{where}: label {path} is {label.shape[1]}x{label.shape[0]} but "
                              f"{first[0]} is {first[1][1]}x{first[1][0]} (WxH)")
         histogram = np.bincount(label.ravel(), minlength=256)
-    return schema.encode_example(arrays, label, entry.paths), histogram
+    return schema.encode_example(arrays, label, entry.paths, job.image_format), histogram
 
 
 _WORKER_JOB = None
@@ -192,9 +194,11 @@ class _Progress:
 def convert(list_path, record_path, *, modalities=("rgb", "depth"), unlabeled=False,
             encodings_by_name=None, depth_scale=0.001, intrinsics=None, fill_holes=False,
             jet_max_depth=None, num_classes=None, ignore_label=255, label_map=None,
-            num_shards=1, workers=None, command="") -> schema.DatasetInfo:
+            num_shards=1, workers=None, image_format="png", command="") -> schema.DatasetInfo:
     """Convert an SSMA list file to TFRecords at record_path (+ shards, + sidecar); return the info.
 
+    image_format: "png" (compact) or "raw" (uncompressed pixels: ~3x larger, much faster to
+    decode in the training pipeline).
     encodings_by_name: {modality: encoding} or a 'depth=raw,...' string; label_map: a dataset
     name, a JSON file or a uint8[256] array. Raises InputError (naming list file, line and path)
     on bad input, leaving nothing behind.
@@ -210,6 +214,10 @@ def convert(list_path, record_path, *, modalities=("rgb", "depth"), unlabeled=Fa
         encodings_by_name = ",".join(f"{k}={v}" for k, v in encodings_by_name.items())
     chosen = parse_encodings(encodings_by_name, modalities)
     intrinsics = parse_intrinsics(intrinsics)
+    try:
+        schema.check_image_format(image_format)
+    except InputError as e:
+        raise InputError(f"--image-format: {e}") from e
     needs = [m for m, e in chosen.items() if e == "hha"]
     if needs and intrinsics is None:
         raise InputError(f"modality {needs[0]!r} uses encoding hha, which needs camera intrinsics: "
@@ -221,7 +229,7 @@ def convert(list_path, record_path, *, modalities=("rgb", "depth"), unlabeled=Fa
     shards = schema.shard_paths(record_path, num_shards)
     job = _Job(str(list_path), modalities, chosen, not unlabeled, float(depth_scale), intrinsics,
                bool(fill_holes), jet_max_depth, num_classes, int(ignore_label),
-               None if label_map is None else np.asarray(label_map, np.uint8))
+               None if label_map is None else np.asarray(label_map, np.uint8), image_format)
     entries = read_list(list_path, list(modalities) + ([] if unlabeled else ["label"]))
     workers = min(workers or os.cpu_count() or 1, len(entries))
 
@@ -252,7 +260,8 @@ def convert(list_path, record_path, *, modalities=("rgb", "depth"), unlabeled=Fa
             labeled=not unlabeled, num_examples=len(entries),
             files=[os.path.basename(p) for p in shards], num_classes=num_classes,
             ignore_label=int(ignore_label),
-            class_histogram=None if unlabeled else histogram.tolist(), command=command)
+            class_histogram=None if unlabeled else histogram.tolist(), command=command,
+            image_format=image_format)
         info.write(schema.sidecar_path(record_path))
     except BaseException:
         for w in writers:

@@ -1,8 +1,9 @@
 """TFRecord schema: modality specs, the JSON sidecar, shard names, Example encode/decode.
 
-Records written by the converter hold one `tf.train.Example` per sample with PNG-encoded
-modalities (16-bit depth stays 16-bit) and a sidecar `<stem>.info.json` describing them.
-Legacy SSMA records (raw BGR bytes, no sidecar) are read too.
+Records written by the converter hold one `tf.train.Example` per sample with its modalities
+and label stored losslessly in one image format: "png" (default; 16-bit depth stays 16-bit) or
+"raw" (uncompressed little-endian pixels, ~3x larger, no inflate to decode), and a sidecar
+`<stem>.info.json` describing them. Legacy SSMA records (raw BGR bytes, no sidecar) are read too.
 """
 
 import dataclasses
@@ -19,6 +20,7 @@ from ssma_tf.errors import InputError
 from ssma_tf.io_utils import atomic_write
 
 ENCODINGS = ("color", "image", "raw", "jet", "hha")
+IMAGE_FORMATS = ("png", "raw")
 _RECORD_EXTENSIONS = (".tfrecords", ".tfrecord", ".records", ".record", ".tfr")
 _SHARD_SUFFIX = re.compile(r"-\d{5}-of-\d{5}\.tfrecord$")
 
@@ -69,6 +71,10 @@ class DatasetInfo:
     class_histogram: list | None = None
     command: str = ""
     legacy: bool = False
+    image_format: str = "png"        # how pixels are stored in the Examples: png | raw
+
+    def __post_init__(self):
+        check_image_format(self.image_format)
 
     @property
     def modality_names(self) -> list:
@@ -107,6 +113,12 @@ class DatasetInfo:
                 return cls.from_json(json.load(f))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise InputError(f"{path}: not a valid dataset sidecar ({type(e).__name__}: {e})") from e
+
+
+def check_image_format(image_format):
+    """InputError unless `image_format` is one of IMAGE_FORMATS."""
+    if image_format not in IMAGE_FORMATS:
+        raise InputError(f"image format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
 
 
 def record_stem(record_path) -> str:
@@ -187,16 +199,19 @@ def resolve_records(path, legacy_modalities=None) -> tuple:
     return files, _legacy_info(files, legacy_modalities)
 
 
-def _png_bytes(array, what):
+def _image_bytes(array, what, image_format):
+    """PNG bytes, or the raw little-endian pixels in HWC order, of an RGB / HxW(x1) array."""
     array = np.asarray(array)
     if array.dtype not in (np.uint8, np.uint16):
-        raise InputError(f"{what}: PNG needs uint8 or uint16, got {array.dtype}")
+        raise InputError(f"{what}: images must be uint8 or uint16, got {array.dtype}")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
-    elif array.ndim == 3 and array.shape[2] == 3:
-        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    elif array.ndim != 2:
+    elif array.ndim != 2 and not (array.ndim == 3 and array.shape[2] == 3):
         raise InputError(f"{what}: expected HxW, HxWx1 or HxWx3, got shape {array.shape}")
+    if image_format == "raw":
+        return np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
     ok, buf = cv2.imencode(".png", array)
     if not ok:
         raise InputError(f"{what}: PNG encoding failed")
@@ -211,25 +226,29 @@ def _int_feature(value):
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
 
 
-def encode_example(arrays, label, sources) -> bytes:
-    """Serialise one sample: RGB / HxW(x1) numpy arrays per modality, optional uint8 label."""
+def encode_example(arrays, label, sources, image_format="png") -> bytes:
+    """Serialise one sample: RGB / HxW(x1) numpy arrays per modality, optional uint8 label,
+    stored as PNG or raw pixels (`image_format`, also written to the Example's "format")."""
     if not arrays:
         raise InputError("encode_example needs at least one modality")
+    check_image_format(image_format)
     height, width = next(iter(arrays.values())).shape[:2]
     feature = {"height": _int_feature(height), "width": _int_feature(width),
+               "format": _bytes_feature([image_format.encode()]),
                "modalities": _bytes_feature([n.encode() for n in arrays]),
                "source": _bytes_feature([str(s).encode() for s in sources])}
     for name, array in arrays.items():
         if array.shape[:2] != (height, width):
             raise InputError(f"modality {name!r} is {array.shape[:2]}, expected {(height, width)}")
-        feature[f"modality/{name}"] = _bytes_feature([_png_bytes(array, f"modality {name!r}")])
+        feature[f"modality/{name}"] = _bytes_feature(
+            [_image_bytes(array, f"modality {name!r}", image_format)])
     if label is not None:
         label = np.asarray(label)
         one_channel = label.ndim == 2 or (label.ndim == 3 and label.shape[2] == 1)
         if label.dtype != np.uint8 or label.shape[:2] != (height, width) or not one_channel:
             raise InputError(f"label must be uint8 {(height, width)} with one channel, "
                              f"got {label.dtype} {label.shape}")
-        feature["label"] = _bytes_feature([_png_bytes(label, "label")])
+        feature["label"] = _bytes_feature([_image_bytes(label, "label", image_format)])
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -250,17 +269,31 @@ def _decode_legacy(serialized, info):
 
 
 def decode_example(serialized, info) -> dict:
-    """{name: uint8|uint16 [H,W,C], 'label': uint8 [H,W,1] if labeled}; tf ops only."""
+    """{name: uint8|uint16 [H,W,C], 'label': uint8 [H,W,1] if labeled}; tf ops only.
+
+    The sidecar's `info.image_format` picks the decoder: PNG, or raw pixels (decode_raw +
+    reshape to height x width x channels, no inflate).
+    """
     if info.legacy:
         return _decode_legacy(serialized, info)
     keys = {f"modality/{m.name}": tf.io.FixedLenFeature([], tf.string) for m in info.modalities}
     if info.labeled:
         keys["label"] = tf.io.FixedLenFeature([], tf.string)
+    raw = info.image_format == "raw"
+    if raw:
+        keys["height"] = tf.io.FixedLenFeature([], tf.int64)
+        keys["width"] = tf.io.FixedLenFeature([], tf.int64)
     parsed = tf.io.parse_single_example(serialized, keys)
-    out = {}
-    for m in info.modalities:
-        dtype = tf.uint16 if m.dtype == "uint16" else tf.uint8
-        out[m.name] = tf.io.decode_png(parsed[f"modality/{m.name}"], channels=m.channels, dtype=dtype)
+
+    def decode(data, channels, dtype):
+        if not raw:
+            return tf.io.decode_png(data, channels=channels, dtype=dtype)
+        shape = tf.stack([tf.cast(parsed["height"], tf.int32), tf.cast(parsed["width"], tf.int32),
+                          channels])
+        return tf.reshape(tf.io.decode_raw(data, dtype, little_endian=True), shape)
+
+    out = {m.name: decode(parsed[f"modality/{m.name}"], m.channels,
+                          tf.uint16 if m.dtype == "uint16" else tf.uint8) for m in info.modalities}
     if info.labeled:
-        out["label"] = tf.io.decode_png(parsed["label"], channels=1, dtype=tf.uint8)
+        out["label"] = decode(parsed["label"], 1, tf.uint8)
     return out
