@@ -23,11 +23,6 @@ def set_sync_batch_norm(enabled: bool) -> None:
     _sync_batch_norm = bool(enabled)
 
 
-def sync_batch_norm_enabled() -> bool:
-    """Whether `batch_norm(...)` currently builds synchronised BN layers."""
-    return _sync_batch_norm
-
-
 def batch_norm(name=None, **kwargs) -> keras.layers.BatchNormalization:
     """BatchNormalization with the house defaults, synchronised when the switch is on.
 
