@@ -71,30 +71,29 @@ class SplitStreams(keras.layers.Layer):
         return {**super().get_config(), "num_streams": self.num_streams}
 
 
-def build_linear_fusion(num_classes, modalities, *, variant="b0", ratio=0.8,
-                        decoder_dim=256, freeze_bn=False, drop_path_rate=None,
-                        name="linear_fusion") -> keras.Model:
-    """LinearFusion model: {modality: [B,H,W,C]} -> {"logits", "logits_<modality>", ...}.
+def build_stream_model(num_classes, modalities, make_encoder, *, decoder_dim=256,
+                       freeze_bn=False, model_name="LinearFusion", name="linear_fusion"):
+    """Stream-stacked fusion model around `make_encoder(num_streams)` (a MixTransformer).
 
-    modalities: ordered {name: channels}, at least 2. Layers "encoder" and "decoder" hold
-    the parameter groups; LayerNorm variables have "norm" in their path.
+    Shared by LinearFusion and TokenFusion: validates the modalities, tiles 1-channel ones,
+    stacks the streams, runs the encoder and one shared Segformer decoder, and returns
+    {"logits": stop-gradient mean, "logits_<modality>": per stream} with loss weights
+    1/(S+1) each. model_name names the model in error messages.
     """
     modalities = dict(modalities)
     if len(modalities) < 2:
-        raise ConfigError(f"modalities: LinearFusion needs at least 2 modalities, got {list(modalities)}")
+        raise ConfigError(f"modalities: {model_name} needs at least 2 modalities, got {list(modalities)}")
     channels = max(modalities.values())
     for modality, c in modalities.items():
         if c not in (1, channels):
             raise ConfigError(
-                f"modalities: {modality!r} has {c} channels; LinearFusion shares the patch conv, "
+                f"modalities: {modality!r} has {c} channels; {model_name} shares the patch conv, "
                 f"so every modality needs 1 or {channels} channels"
             )
     num_streams = len(modalities)
-    config = mit_config(variant, drop_path_rate=drop_path_rate)
     inputs = {m: keras.Input((None, None, c), name=m) for m, c in modalities.items()}
     stacked = StackStreams(channels, name="stack_streams")(list(inputs.values()))
-    features = MixTransformer(**config, num_streams=num_streams, fusion_ratio=ratio,
-                              mask_token=True, name="encoder")(stacked)
+    features = make_encoder(num_streams)(stacked)
     logits = SegformerHead(num_classes, decoder_dim, freeze_bn=freeze_bn, name="decoder")(features)
     logits = ResizeToInput(name="upsample")(logits, stacked)
     ensemble, *streams = SplitStreams(num_streams, name="split_streams")(logits)
@@ -103,3 +102,21 @@ def build_linear_fusion(num_classes, modalities, *, variant="b0", ratio=0.8,
     model = keras.Model(inputs, outputs, name=name)
     model.output_loss_weights = {key: 1.0 / (num_streams + 1) for key in outputs}
     return model
+
+
+def build_linear_fusion(num_classes, modalities, *, variant="b0", ratio=0.8,
+                        decoder_dim=256, freeze_bn=False, drop_path_rate=None,
+                        name="linear_fusion") -> keras.Model:
+    """LinearFusion model: {modality: [B,H,W,C]} -> {"logits", "logits_<modality>", ...}.
+
+    modalities: ordered {name: channels}, at least 2. Layers "encoder" and "decoder" hold
+    the parameter groups; LayerNorm variables have "norm" in their path.
+    """
+    config = mit_config(variant, drop_path_rate=drop_path_rate)
+
+    def make_encoder(num_streams):
+        return MixTransformer(**config, num_streams=num_streams, fusion_ratio=ratio,
+                              mask_token=True, name="encoder")
+
+    return build_stream_model(num_classes, modalities, make_encoder, decoder_dim=decoder_dim,
+                              freeze_bn=freeze_bn, model_name="LinearFusion", name=name)
