@@ -26,8 +26,8 @@ BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
 BN_EPSILON = 1e-5
 
 
-def _axis_weights(out_size, in_size, align_corners):
-    """Source indices (i0, i1) and interpolation weight of i1 along one axis."""
+def _interpolation_matrix(out_size, in_size, align_corners, dtype):
+    """(out x in) matrix of PyTorch bilinear weights along one axis (two non-zeros a row)."""
     out_pos = ops.cast(ops.arange(out_size), "float32")
     in_f = ops.cast(in_size, "float32")
     if align_corners:
@@ -38,25 +38,32 @@ def _axis_weights(out_size, in_size, align_corners):
         src = ops.clip(src, 0.0, in_f - 1.0)
     i0 = ops.cast(ops.floor(src), "int32")
     i1 = ops.minimum(i0 + 1, ops.cast(in_size, "int32") - 1)
-    return i0, i1, src - ops.cast(i0, "float32")
+    frac = ops.cast(src - ops.cast(i0, "float32"), dtype)[:, None]
+    return (ops.one_hot(i0, in_size, dtype=dtype) * (1.0 - frac)
+            + ops.one_hot(i1, in_size, dtype=dtype) * frac)
 
 
 def bilinear_resize(x, size, align_corners=False):
     """Bilinear resize of NHWC `x` to `size` (ints or scalar tensors), PyTorch semantics.
 
     keras.ops.image.resize has no align_corners and needs static sizes; this takes both.
-    Each axis is one matmul with a sparse (out x in) interpolation matrix: XLA-friendly,
-    and its gradient is a matmul too (a gather's gradient is a slow scatter on CPU).
+    It is two matmuls on the channels-first view, rows @ x @ cols^T: XLA-friendly, and its
+    gradient is matmuls too (a gather's gradient is a slow scatter on CPU).
     """
     shape = ops.shape(x)
-    for axis, out_size in ((1, size[0]), (2, size[1])):
-        i0, i1, frac = _axis_weights(out_size, shape[axis], align_corners)
-        frac = ops.cast(frac, x.dtype)[:, None]
-        matrix = (ops.one_hot(i0, shape[axis], dtype=x.dtype) * (1.0 - frac)
-                  + ops.one_hot(i1, shape[axis], dtype=x.dtype) * frac)
-        equation = "oi,bihc->bohc" if axis == 1 else "oi,bhic->bhoc"
-        x = ops.einsum(equation, matrix, x)
-    return x
+    rows = _interpolation_matrix(size[0], shape[1], align_corners, x.dtype)
+    cols = _interpolation_matrix(size[1], shape[2], align_corners, x.dtype)
+    y = ops.matmul(ops.matmul(rows, ops.transpose(x, (0, 3, 1, 2))), ops.transpose(cols))
+    return ops.transpose(y, (0, 2, 3, 1))
+
+
+def resize_half_pixel(x, size):
+    """Bilinear resize with align_corners=False: the backend's native op when the sizes are
+    static (TF ResizeBilinear: 5-10x faster than the matmuls), else bilinear_resize."""
+    static = [d for d in (*size, *x.shape[1:3]) if isinstance(d, int)]
+    if len(static) == 4:
+        return ops.image.resize(x, tuple(size), interpolation="bilinear")
+    return bilinear_resize(x, size)
 
 
 class ResizeToInput(keras.layers.Layer):
@@ -113,7 +120,7 @@ class SegformerHead(keras.layers.Layer):
             bias = ops.matmul(self.linear_biases[i][None, :], fuse_rows)[0]
             y = ops.matmul(feature, ops.cast(kernel, feature.dtype)) + ops.cast(bias, feature.dtype)
             if i > 0:
-                y = bilinear_resize(y, grid, align_corners=False)
+                y = resize_half_pixel(y, grid)
             fused = y if fused is None else fused + y
         x = self.bn(fused, training=False if self.freeze_bn else training)
         x = self.dropout(ops.relu(x), training=training)
