@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssma_tf.data.augment import apply_geometry, augment, photometric_jitter, sample_geometry
+from ssma_tf.data.augment import apply_geometry, augment, sample_geometry
+from ssma_tf.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from ssma_tf.data.schema import ModalitySpec
 
 SPECS = {"rgb": ModalitySpec("rgb", "color", 3, "uint8"),
@@ -75,13 +76,23 @@ def test_depth_matches_label_under_random_geometry():
         np.testing.assert_array_equal(mm[lab != 255], (lab[lab != 255] + 1) * 500)
 
 
-def test_photometric_jitter_is_bounded_and_seeded():
-    image = tf.random.stateless_uniform([16, 16, 3], seed(1), 0, 255)
-    a = photometric_jitter(image, seed(2)).numpy()
-    assert a.min() >= 0.0 and a.max() <= 255.0
-    np.testing.assert_array_equal(a, photometric_jitter(image, seed(2)).numpy())
-    assert not np.allclose(a, photometric_jitter(image, seed(3)).numpy())
-    assert not np.allclose(a, image.numpy())
+def _rgb(views):
+    """Normalised colour back to 0..255."""
+    return views[0]["rgb"].numpy() * (255 * np.array(IMAGENET_STD)) + 255 * np.array(IMAGENET_MEAN)
+
+
+def test_photometric_jitter_is_bounded_seeded_and_fused_with_normalisation():
+    ex = example()
+    ex["rgb"] = tf.constant(np.tile([[[250, 128, 3]]], [12, 20, 1]).astype(np.uint8))
+    kwargs = dict(crop=(12, 20), scale_range=(1.0, 1.0), flip=False)
+    plain, _ = augment(ex, SPECS, seed=seed(2), photometric=False, **kwargs)
+    np.testing.assert_allclose(_rgb(plain), ex["rgb"].numpy(), atol=1e-3)
+    jittered = [_rgb(augment(ex, SPECS, seed=seed(i), **kwargs)[0]) for i in range(8)]
+    assert all(-1e-3 <= a.min() and a.max() <= 255 + 1e-3 for a in jittered)
+    assert max(a.max() for a in jittered) == pytest.approx(255, abs=1e-3)  # clipped, not wrapped
+    np.testing.assert_array_equal(jittered[2], _rgb(augment(ex, SPECS, seed=seed(2), **kwargs)[0]))
+    assert not np.allclose(jittered[2], jittered[3])
+    assert not np.allclose(jittered[2], _rgb(plain), atol=1.0)
 
 
 def test_two_views_share_geometry_with_independent_jitter():

@@ -5,13 +5,14 @@ horizontal flip become one map from output pixels to source coordinates, shared 
 modality and the label, so they stay aligned pixel for pixel; only the crop is ever
 computed, never the whole scaled image. Colour and image modalities are sampled bilinearly,
 raw depth and labels with NEAREST (valid depth is never blended with holes). Padding is 0
-in normalised space (0 = missing for depth) and `ignore_label` for labels. Colour jitter
-runs on the crop. All randomness is stateless, driven by a per-example seed.
+in normalised space (0 = missing for depth) and `ignore_label` for labels. Colour jitter,
+normalisation and padding are fused into a few passes over the crop (`normalize_window`).
+All randomness is stateless, driven by a per-example seed.
 """
 
 import tensorflow as tf
 
-from ssma_tf.data.normalize import normalize_modality
+from ssma_tf.data.normalize import channel_affine
 
 BRIGHTNESS_DELTA = 0.125            # fraction of the 0..255 range
 CONTRAST_RANGE = (0.6, 1.4)
@@ -24,25 +25,26 @@ def split_seed(seed, num):
     return tf.unstack(tf.random.experimental.stateless_split(seed, num))
 
 
-def photometric_jitter(image, seed):
-    """Random brightness, contrast and saturation of a float RGB image [H, W, 3] in [0, 255].
+def jitter_transform(seed, mean):
+    """A random brightness, contrast and saturation change as one colour matrix and offset.
 
-    Brightness adds delta, contrast scales around the per-channel mean, saturation blends with
-    the luma grey (x -> s*x + (1-s)*grey). All three are affine in x, so they are applied as
-    one 3x3 colour matrix and offset, then clipped: a single pass over the pixels where
-    tf.image's ops take three (saturation there is an HSV round trip, the costliest op here).
+    Brightness adds delta, contrast scales around the per-channel `mean`, saturation blends
+    with the luma grey (x -> s*x + (1-s)*grey). All three are affine in x, so together they
+    are x -> matrix @ x + offset (float [3, 3], [3], in the 0..255 range): a single pass over
+    the pixels where tf.image's ops take three (its saturation is an HSV round trip).
     """
     b_seed, c_seed, s_seed = split_seed(seed, 3)
     delta = tf.random.stateless_uniform([], b_seed, -BRIGHTNESS_DELTA, BRIGHTNESS_DELTA) * 255.0
     contrast = tf.random.stateless_uniform([], c_seed, *CONTRAST_RANGE)
     saturation = tf.random.stateless_uniform([], s_seed, *SATURATION_RANGE)
-    mean = tf.reduce_mean(image[::4, ::4], axis=[0, 1])  # every 16th pixel is plenty
     grey_rows = tf.ones([3, 1]) * tf.constant([LUMA_WEIGHTS], tf.float32)
     saturate = saturation * tf.eye(3) + (1.0 - saturation) * grey_rows
-    matrix = contrast * saturate
-    offset = tf.linalg.matvec(saturate, (1.0 - contrast) * mean + delta)
-    out = tf.einsum("hwc,dc->hwd", image, matrix) + offset
-    return tf.clip_by_value(out, 0.0, 255.0)
+    return contrast * saturate, tf.linalg.matvec(saturate, (1.0 - contrast) * mean + delta)
+
+
+def colour_mean(image):
+    """Per-channel mean of a float image [H, W, 3] over every 8th row (plenty for contrast)."""
+    return tf.reduce_mean(tf.gather(image, tf.range(0, tf.shape(image)[0], 8)), axis=[0, 1])
 
 
 def sample_geometry(seed, image_hw, crop_hw, scale_range=(0.5, 2.0), flip=True):
@@ -78,12 +80,14 @@ def sample_geometry(seed, image_hw, crop_hw, scale_range=(0.5, 2.0), flip=True):
 
 def sample_window(image, geometry, crop_hw, method="bilinear"):
     """Sample `image` [H, W, C] (any numeric dtype) at the coordinates of `geometry` ->
-    float32 [h, w, C]. Coordinates are clamped to the image (samples within half a pixel of
-    the edge read the edge pixel); padding pixels hold arbitrary values.
+    [h, w, C]: float32 for bilinear, the stored dtype for nearest. Coordinates are clamped to
+    the image (samples within half a pixel of the edge read the edge pixel); padding pixels
+    hold arbitrary values.
 
-    nearest: two gathers (rows, then columns) straight from the stored dtype; bilinear: one
-    crop_and_resize over the image with a one-pixel replicated border (its box is the first
-    and last coordinates; a mirror is a box with x1 > x2).
+    nearest: a gather of whole rows, a transpose, a gather of whole (former) columns and a
+    transpose back (contiguous copies: ~2x faster than gathering along axis 1); bilinear:
+    one crop_and_resize over the image with a one-pixel replicated border (its box is the
+    first and last coordinates; a mirror is a box with x1 > x2).
     """
     rows, cols, _ = geometry
     size = tf.shape(image)[:2]
@@ -91,9 +95,8 @@ def sample_window(image, geometry, crop_hw, method="bilinear"):
         def index(coords, n):
             return tf.cast(tf.clip_by_value(tf.floor(coords + 0.5), 0.0, tf.cast(n - 1, tf.float32)),
                            tf.int32)
-        picked = tf.gather(tf.gather(image, index(rows, size[0]), axis=0), index(cols, size[1]),
-                           axis=1)
-        return tf.cast(picked, tf.float32)
+        picked = tf.transpose(tf.gather(image, index(rows, size[0])), [1, 0, 2])
+        return tf.transpose(tf.gather(picked, index(cols, size[1])), [1, 0, 2])
     bordered = tf.concat([image[:1], image, image[-1:]], axis=0)
     bordered = tf.concat([bordered[:, :1], bordered, bordered[:, -1:]], axis=1)
     bordered = tf.cast(bordered, tf.float32)  # crop_and_resize is fastest on float32
@@ -118,6 +121,36 @@ def apply_geometry(image, geometry, crop_hw, method="bilinear", pad_value=0.0):
     return fill_padding(sample_window(image, geometry, crop_hw, method), geometry, pad_value)
 
 
+def normalize_window(sampled, spec, geometry, *, depth_max=10.0, jitter=None):
+    """Normalise a sampled crop [h, w, C] (stored value range) and zero its padding, fused.
+
+    Works on the [h, w*C] view, where per-channel constants are rows that broadcast fast.
+    jitter=(matrix, offset) first maps colours through `jitter_transform` and clips them to
+    0..255; the normalisation is folded into that matrix, offset and clip range. Padding
+    columns get a zero scale (or clip range), padding rows are sliced off and padded back.
+    """
+    height, width, channels = sampled.shape
+    top, bottom, left, right = tf.unstack(geometry[2])
+    scale, bias = (tf.constant(v, tf.float32) for v in channel_affine(spec, depth_max))
+    column = tf.range(width)
+    inside = tf.cast((column >= left) & (column < right), tf.float32)[:, None]
+
+    def row(per_channel):  # [C] -> [1, w*C], zero in padding columns
+        return tf.reshape(inside * per_channel, [1, width * channels])
+
+    x = tf.cast(sampled, tf.float32)
+    if jitter is None:
+        out = tf.reshape(x, [height, width * channels]) * row(scale) + row(bias)
+    else:
+        matrix, offset = jitter
+        out = tf.reshape(tf.matmul(tf.reshape(x, [-1, channels]), matrix * scale[:, None],
+                                   transpose_b=True), [height, width * channels])
+        out = tf.minimum(tf.maximum(out + row(offset * scale + bias), row(bias)),
+                         row(255.0 * scale + bias))
+    out = tf.pad(out[top:bottom], [[top, height - bottom], [0, 0]])
+    return tf.reshape(out, [height, width, channels])
+
+
 def augment(example, specs, *, crop, seed, ignore_label=255, scale_range=(0.5, 2.0), flip=True,
             photometric=True, depth_max=10.0, num_views=1):
     """Augment one decoded example jointly and normalise it.
@@ -132,20 +165,19 @@ def augment(example, specs, *, crop, seed, ignore_label=255, scale_range=(0.5, 2
     first = example[next(iter(specs))]
     geometry = sample_geometry(geometry_seed, tf.shape(first)[:2], crop, scale_range, flip)
 
-    def finish(sampled, spec):
-        out = fill_padding(normalize_modality(sampled, spec, depth_max), geometry)
-        return tf.ensure_shape(out, crop + (spec.channels,))
-
     views = [{} for _ in view_seeds]
     for i, (name, spec) in enumerate(specs.items()):
         method = "nearest" if spec.encoding == "raw" else "bilinear"
-        sampled = sample_window(example[name], geometry, crop, method)
+        sampled = tf.ensure_shape(sample_window(example[name], geometry, crop, method),
+                                  crop + (spec.channels,))
         if photometric and spec.photometric:
+            mean = colour_mean(sampled)
             for view, view_seed in zip(views, view_seeds):
                 jitter_seed = tf.random.experimental.stateless_fold_in(view_seed, i)
-                view[name] = finish(photometric_jitter(sampled, jitter_seed), spec)
+                view[name] = normalize_window(sampled, spec, geometry, depth_max=depth_max,
+                                              jitter=jitter_transform(jitter_seed, mean))
         else:
-            shared = finish(sampled, spec)
+            shared = normalize_window(sampled, spec, geometry, depth_max=depth_max)
             for view in views:
                 view[name] = shared
     label = None
