@@ -32,19 +32,21 @@ def make_sample(index, h=H, w=W):
     return {"rgb": rgb, "depth": depth, "hha": hha}, label
 
 
-def write_records(folder, num_examples=6, num_shards=1, labeled=True, h=H, w=W):
+def write_records(folder, num_examples=6, num_shards=1, labeled=True, h=H, w=W,
+                  image_format="png"):
     """Records + sidecar of `make_sample` examples; returns the --record path."""
-    record = str(folder / "train.tfrecords")
+    record = str(folder / f"train_{image_format}.tfrecords")
     paths = schema.shard_paths(record, num_shards)
     writers = [tf.io.TFRecordWriter(p) for p in paths]
     for i in range(num_examples):
         arrays, label = make_sample(i, h, w)
         writers[i % num_shards].write(
-            schema.encode_example(arrays, label if labeled else None, [f"ex{i}"]))
+            schema.encode_example(arrays, label if labeled else None, [f"ex{i}"], image_format))
     for writer in writers:
         writer.close()
     info = schema.DatasetInfo(modalities=SPECS, labeled=labeled, num_examples=num_examples,
-                              files=[p.split("/")[-1] for p in paths], num_classes=5)
+                              files=[p.split("/")[-1] for p in paths], num_classes=5,
+                              image_format=image_format)
     info.write(schema.sidecar_path(record))
     return record
 
@@ -196,6 +198,16 @@ def test_unlabeled_two_views_share_geometry(tmp_path):
     single = first_batches(train_dataset(record, modalities=["rgb"], batch_size=2, crop=(16, 24),
                                          seed=8, labeled=False))[0]
     assert set(single) == {"rgb"} and single["rgb"].shape == (2, 16, 24, 3)
+
+
+def test_raw_records_give_the_same_batches_as_png(records, tmp_path):
+    raw = write_records(tmp_path, image_format="raw")
+    kwargs = dict(modalities=ALL, batch_size=2, crop=(24, 40), seed=3)
+    for got, want in zip(first_batches(train_dataset(raw, **kwargs), 2),
+                         first_batches(train_dataset(records, **kwargs), 2)):
+        tf.nest.map_structure(np.testing.assert_array_equal, got, want)
+    (inputs, labels), = first_batches(eval_dataset(raw, modalities=ALL, batch_size=6))
+    np.testing.assert_array_equal(labels, np.stack([make_sample(i)[1] for i in range(6)]))
 
 
 def test_eval_full_size_and_resized(records):
