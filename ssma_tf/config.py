@@ -60,7 +60,8 @@ KEYS = {
     "val_data": _k("path", None, "validation records"),
     "unlabeled_data": _k("path", None, "unlabeled records (semi-supervised frameworks)"),
     "unlabeled_batch_size": _k("int", None, "global unlabeled batch size (default batch_size)"),
-    "labeled_ratio": _k("float", None, "fraction of train_data used as labeled (SSL splits)"),
+    "labeled_ratio": _k("float", None, "without unlabeled_data: fraction of train_data used as"
+                        " labeled (seeded hash split by split_seed), the rest as unlabeled"),
     "split_seed": _k("int", 0, "seed of the labeled/unlabeled split"),
     "ignore_label": _k("int", 255, "label excluded from loss and mIoU (SSMA datasets: 0)"),
     "scale_min": _k("float", 0.5, "random scale lower bound"),

@@ -43,7 +43,31 @@ def _pipelines(input_context):
     return input_context.num_input_pipelines, input_context.input_pipeline_id
 
 
-def _read(files, input_context, *, shuffle_files, seed, deterministic):
+def _subset_reader(subset):
+    """TFRecordDataset, or one keeping only one part of a seeded labeled/unlabeled split.
+
+    subset = (ratio, seed, labeled_part): an example is in the labeled part when a hash of
+    (file name, index in file, seed) falls below `ratio`, so the split is the same on every
+    machine, worker and run, and the two parts are complementary (about ratio * N labeled).
+    """
+    if subset is None:
+        return tf.data.TFRecordDataset
+    ratio, split_seed, labeled_part = subset
+
+    def read(path):
+        name = tf.strings.regex_replace(path, r".*/", "")
+
+        def keep(index, _):
+            key = tf.strings.join([name, tf.strings.as_string(index), str(split_seed)], ":")
+            draw = tf.cast(tf.strings.to_hash_bucket_fast(key, 1 << 30), tf.float64) / (1 << 30)
+            return tf.equal(draw < ratio, labeled_part)
+
+        return tf.data.TFRecordDataset(path).enumerate().filter(keep).map(lambda _, s: s)
+
+    return read
+
+
+def _read(files, input_context, *, shuffle_files, seed, deterministic, subset=None):
     """Serialized examples of this input pipeline's share: whole files when there are enough
     of them, else every n-th example (shards are disjoint either way)."""
     num, index = _pipelines(input_context)
@@ -53,7 +77,7 @@ def _read(files, input_context, *, shuffle_files, seed, deterministic):
         ds = ds.shard(num, index)
     if shuffle_files and (by_file or num == 1):
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), MAX_CYCLE_LENGTH),
+    ds = ds.interleave(_subset_reader(subset), cycle_length=min(len(files), MAX_CYCLE_LENGTH),
                        num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     if num > 1 and not by_file:
         ds = ds.shard(num, index)
@@ -63,13 +87,14 @@ def _read(files, input_context, *, shuffle_files, seed, deterministic):
 def train_dataset(records, *, modalities, batch_size, crop, ignore_label=255,
                   scale_range=(0.5, 2.0), flip=True, photometric=True, seed=None,
                   input_context=None, labeled=True, two_views=False, shuffle_buffer=256,
-                  depth_max=10.0, repeat=True):
+                  depth_max=10.0, repeat=True, subset=None):
     """Augmented training batches (batch_size is per replica, remainder dropped).
 
     labeled: (inputs {name: f32 [B,h,w,C]}, labels int32 [B,h,w]); unlabeled: inputs, or
     (view1, view2) with `two_views` (same geometry, independent colour jitter). Each example
     is augmented with a stateless seed from (seed, its position in the stream), so a seeded
     pipeline yields the same batches every run. ignore_label=None takes the records' own.
+    subset=(ratio, seed, labeled_part) keeps one part of a seeded split (see _subset_reader).
     """
     files, info = schema.resolve_records(records)
     specs = select_modalities(records, info, modalities)
@@ -85,7 +110,8 @@ def train_dataset(records, *, modalities, batch_size, crop, ignore_label=255,
     _, pipeline_id = _pipelines(input_context)
     stream_seed = tf.constant([seed, pipeline_id], tf.int64)
 
-    ds = _read(files, input_context, shuffle_files=True, seed=seed, deterministic=deterministic)
+    ds = _read(files, input_context, shuffle_files=True, seed=seed, deterministic=deterministic,
+               subset=subset)
     if repeat:
         ds = ds.repeat()
     if shuffle_buffer > 1:

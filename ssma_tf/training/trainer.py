@@ -52,7 +52,7 @@ def _datasets(config, strategy, framework, seed):
     """Distributed iterators: labeled stream and (if the framework wants it) unlabeled."""
     crop = (config.height, config.width)
 
-    def stream(records, batch_size, labeled, two_views=False):
+    def stream(records, batch_size, labeled, two_views=False, subset=None):
         def dataset_fn(ctx):
             return train_dataset(
                 records, modalities=config.modalities,
@@ -60,15 +60,19 @@ def _datasets(config, strategy, framework, seed):
                 ignore_label=config.ignore_label, scale_range=(config.scale_min, config.scale_max),
                 flip=config.flip, photometric=config.photometric, seed=seed, input_context=ctx,
                 labeled=labeled, two_views=two_views, shuffle_buffer=config.shuffle_buffer,
-                depth_max=config.depth_max)
+                depth_max=config.depth_max, subset=subset)
         return iter(strategy.distribute_datasets_from_function(dataset_fn))
 
-    labeled = stream(config.train_data, config.batch_size, True)
+    split = None  # labeled_ratio without unlabeled_data: split train_data itself
+    if config.labeled_ratio is not None and not config.unlabeled_data:
+        split = (config.labeled_ratio, config.split_seed)
+    labeled = stream(config.train_data, config.batch_size, True,
+                     subset=split and (*split, True))
     unlabeled = None
     if framework.uses_unlabeled:
-        records = _required(config, "unlabeled_data")
+        records = config.train_data if split else _required(config, "unlabeled_data")
         unlabeled = stream(records, framework.global_unlabeled_batch_size, False,
-                           framework.two_views)
+                           framework.two_views, subset=split and (*split, False))
     return labeled, unlabeled
 
 
