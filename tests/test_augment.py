@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssma_tf.data.augment import apply_geometry, augment, sample_geometry
+from ssma_tf.data.augment import apply_geometry, augment, sample_geometry, sample_window
 from ssma_tf.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from ssma_tf.data.schema import ModalitySpec
 
@@ -49,6 +49,31 @@ def test_scale_two_shows_each_source_pixel_twice_without_border_padding():
         for steps in (column_steps, row_steps.T):  # steps alternate 0 / 1 source pixel
             assert set(np.unique(steps)) == {0.0, 1.0}
             assert np.all(steps[:, 1:] != steps[:, :-1])
+
+
+def _bilinear_reference(image, rows, cols):
+    """Bilinear samples at (rows x cols), edge pixels repeated beyond the image."""
+    def taps(coords, n):
+        low = np.floor(coords)
+        return (np.clip(low, 0, n - 1).astype(int), np.clip(low + 1, 0, n - 1).astype(int),
+                (coords - low)[:, None])
+    r0, r1, fr = taps(rows, image.shape[0])
+    c0, c1, fc = taps(cols, image.shape[1])
+    top = image[r0][:, c0] * (1 - fc[None]) + image[r0][:, c1] * fc[None]
+    bottom = image[r1][:, c0] * (1 - fc[None]) + image[r1][:, c1] * fc[None]
+    return top * (1 - fr[:, :, None]) + bottom * fr[:, :, None]
+
+
+def test_bilinear_window_matches_reference_at_any_scale_and_mirror():
+    image = np.random.default_rng(1).uniform(0, 255, (13, 21, 3)).astype(np.float32)
+    for i in range(12):
+        geometry = sample_geometry(seed(i), tf.constant([13, 21]), (9, 11), (0.5, 2.5))
+        out = sample_window(tf.constant(image.astype(np.uint8)), geometry, (9, 11)).numpy()
+        want = _bilinear_reference(image.astype(np.uint8).astype(np.float32),
+                                   geometry[0].numpy(), geometry[1].numpy())
+        top, bottom, left, right = geometry[2].numpy()  # padding holds arbitrary values
+        np.testing.assert_allclose(out[top:bottom, left:right], want[top:bottom, left:right],
+                                   atol=2e-3)
 
 
 def test_crop_larger_than_image_pads_exactly_outside():

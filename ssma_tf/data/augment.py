@@ -86,8 +86,9 @@ def sample_window(image, geometry, crop_hw, method="bilinear"):
 
     nearest: a gather of whole rows, a transpose, a gather of whole (former) columns and a
     transpose back (contiguous copies: ~2x faster than gathering along axis 1); bilinear:
-    one crop_and_resize over the image with a one-pixel replicated border (its box is the
-    first and last coordinates; a mirror is a box with x1 > x2).
+    one crop_and_resize over the source window the coordinates span, with a one-pixel
+    replicated border (its box is the first and last coordinates; a mirror is a box with
+    x1 > x2).
     """
     rows, cols, _ = geometry
     size = tf.shape(image)[:2]
@@ -97,12 +98,23 @@ def sample_window(image, geometry, crop_hw, method="bilinear"):
                            tf.int32)
         picked = tf.transpose(tf.gather(image, index(rows, size[0])), [1, 0, 2])
         return tf.transpose(tf.gather(picked, index(cols, size[1])), [1, 0, 2])
-    bordered = tf.concat([image[:1], image, image[-1:]], axis=0)
+    # Only the source window the samples touch is bordered and cast (upscaled crops need
+    # a fraction of the image); its border rows/columns repeat its edge, which is the
+    # image edge or the neighbouring pixel the coordinates never pass.
+    last = tf.cast(size - 1, tf.float32)
+    low = tf.cast(tf.clip_by_value(tf.floor(tf.minimum([rows[0], cols[0]], [rows[-1], cols[-1]])),
+                                   0.0, last), tf.int32)
+    high = tf.cast(tf.clip_by_value(tf.math.ceil(tf.maximum([rows[0], cols[0]],
+                                                            [rows[-1], cols[-1]])), 0.0, last),
+                   tf.int32)
+    window = image[low[0]:high[0] + 1, low[1]:high[1] + 1]
+    bordered = tf.concat([window[:1], window, window[-1:]], axis=0)
     bordered = tf.concat([bordered[:, :1], bordered, bordered[:, -1:]], axis=1)
     bordered = tf.cast(bordered, tf.float32)  # crop_and_resize is fastest on float32
-    extent = tf.cast(size, tf.float32) + 1.0  # bordered size - 1
-    box = tf.stack([(rows[0] + 1.0) / extent[0], (cols[0] + 1.0) / extent[1],
-                    (rows[-1] + 1.0) / extent[0], (cols[-1] + 1.0) / extent[1]])
+    extent = tf.cast(high - low, tf.float32) + 2.0  # bordered window size - 1
+    start = 1.0 - tf.cast(low, tf.float32)
+    box = tf.stack([(rows[0] + start[0]) / extent[0], (cols[0] + start[1]) / extent[1],
+                    (rows[-1] + start[0]) / extent[0], (cols[-1] + start[1]) / extent[1]])
     return tf.image.crop_and_resize(bordered[None], box[None], [0], crop_hw, method=method)[0]
 
 
