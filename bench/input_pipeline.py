@@ -173,6 +173,9 @@ def main(argv=None):
               f"scale {scale_range}, batch {args.batch}, {os.cpu_count()} CPUs; record MiB per "
               f"sample: " + ", ".join(f"{f} {size:.2f}" for f, size in sizes.items()))
         load_before = wait_for_quiet(args.max_load, args.max_wait)
+        if load_before is not None and load_before >= args.max_load:
+            print(f"warning: measuring at load {load_before:.2f} >= {args.max_load} after "
+                  f"{args.max_wait:g} s; other work skews the numbers")
         baseline_name = "cv2.imread + numpy loop"
         names = {f: f"tf.data, {f} records" for f in records}
         rounds = {baseline_name: [], **{name: [] for name in names.values()}}
