@@ -60,6 +60,7 @@ def bench_tf(batch, size, steps, only):
     import tensorflow as tf
 
     from ssma_tf.models.linear_fusion import build_linear_fusion
+    from ssma_tf.models.mit import set_xla_friendly
 
     keras.utils.set_random_seed(0)
     model = build_linear_fusion(NUM_CLASSES, {"rgb": 3, "depth": 1}, variant="b0")
@@ -85,6 +86,7 @@ def bench_tf(batch, size, steps, only):
     results = {}
     for xla in (False, True):
         tag = "xla" if xla else "no_xla"
+        set_xla_friendly(xla)  # read when tf.function traces the model
         train = tf.function(train_step, jit_compile=xla)
         forward = tf.function(infer, jit_compile=xla)
         if f"tf_train_{tag}" in only:

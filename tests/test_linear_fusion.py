@@ -134,3 +134,21 @@ def test_learns_a_tiny_batch():
 
     losses = [float(step()) for _ in range(25)]
     assert losses[-1] < 0.7 * losses[0]
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_xla_friendly_forms_give_the_same_model(jit):
+    """Shifted-sum depthwise conv and matmul resizes (XLA forms) == oneDNN/native forms,
+    eagerly and inside tf.function(jit_compile=True)."""
+    from ssma_tf.models import mit
+
+    model, inputs = _tiny(), _inputs(batch=2, height=32, width=64)
+    expected = _predict(model, inputs)
+    mit.set_xla_friendly(True)
+    try:
+        forward = tf.function(lambda x: model(x, training=False), jit_compile=jit)
+        got = {k: v.numpy() for k, v in forward(inputs).items()}
+    finally:
+        mit.set_xla_friendly(False)
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-4, atol=1e-4)

@@ -79,3 +79,15 @@ def test_unknown_variant_and_bad_override():
         mit_config("b9")
     with pytest.raises(ValueError, match="depths"):
         mit_config("b0", depths=(1, 1))
+
+
+def test_depthwise_as_shifts_equals_depthwise_conv_and_gelu_is_exact():
+    from ssma_tf.models.mit import depthwise3x3_as_shifts, gelu
+
+    x = np.random.normal(size=(2, 7, 9, 5)).astype("float32")
+    conv = keras.layers.DepthwiseConv2D(3, padding="same", bias_initializer="random_normal")
+    expected = keras.ops.convert_to_numpy(conv(x))
+    got = keras.ops.convert_to_numpy(depthwise3x3_as_shifts(x, conv.kernel, conv.bias))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    reference = keras.activations.gelu(x, approximate=False)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(gelu(x)), reference, atol=1e-6)

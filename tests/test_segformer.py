@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 import keras
 
-from ssma_tf.models.segformer import SegformerHead, bilinear_resize, build_segformer
+from ssma_tf.models.segformer import (SegformerHead, bilinear_resize, build_segformer,
+                                     resize_half_pixel)
 
 
 @pytest.mark.parametrize("height,width", [(64, 128), (96, 64), (50, 70)])
@@ -32,6 +33,8 @@ def test_bilinear_resize_matches_tf():
     expected = tf.compat.v1.image.resize(x, (17, 25), align_corners=True)
     np.testing.assert_allclose(corners, expected, atol=1e-5)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(corners)[:, -1, -1], x[:, -1, -1], atol=1e-6)
+    # the head's fast path (native op for static sizes) is the same half-pixel resize
+    np.testing.assert_allclose(resize_half_pixel(x, (20, 14)), half_pixel, atol=1e-5)
 
 
 def test_folded_decoder_equals_plain_decoder():

@@ -20,7 +20,7 @@ import keras
 from keras import ops
 
 from ssma_tf.models.layers import batch_norm
-from ssma_tf.models.mit import MixTransformer, _conv_init, mit_config
+from ssma_tf.models.mit import MixTransformer, _conv_init, mit_config, xla_friendly
 
 BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
 BN_EPSILON = 1e-5
@@ -59,9 +59,10 @@ def bilinear_resize(x, size, align_corners=False):
 
 def resize_half_pixel(x, size):
     """Bilinear resize with align_corners=False: the backend's native op when the sizes are
-    static (TF ResizeBilinear: 5-10x faster than the matmuls), else bilinear_resize."""
+    static (TF ResizeBilinear: 5-10x faster than the matmuls) and not tracing for XLA
+    (where that op is slow), else bilinear_resize."""
     static = [d for d in (*size, *x.shape[1:3]) if isinstance(d, int)]
-    if len(static) == 4:
+    if len(static) == 4 and not xla_friendly():
         return ops.image.resize(x, tuple(size), interpolation="bilinear")
     return bilinear_resize(x, size)
 

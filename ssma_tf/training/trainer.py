@@ -137,6 +137,8 @@ def make_step_fn(config, strategy, framework):
         return framework.train_step(labeled, unlabeled)
 
     if config.xla:
+        from ssma_tf.models.mit import set_xla_friendly
+        set_xla_friendly(True)  # MiT/Segformer trace op forms that XLA:CPU runs fast
         replica_step = tf.function(replica_step, jit_compile=True)
 
     @tf.function
