@@ -1,4 +1,4 @@
-"""TokenFusion: outputs, mask L1 loss, token exchange, mask token, learning, factory, jax."""
+"""TokenFusion: outputs, mask L1 output, token exchange, mask token, learning, replicas, jax."""
 
 import os
 import subprocess
@@ -11,7 +11,9 @@ import keras
 
 from ssma_tf.config import config_from_dict
 from ssma_tf.errors import ConfigError
-from ssma_tf.frameworks.losses import supervised_loss
+from ssma_tf.frameworks import FRAMEWORKS
+from ssma_tf.frameworks.losses import penalty_loss, supervised_loss
+from ssma_tf.models import layers as model_layers
 from ssma_tf.models.factory import build_model
 from ssma_tf.models.token_fusion import build_token_fusion, exchange_tokens
 
@@ -35,6 +37,10 @@ def _predict(model, inputs):
     return {k: keras.ops.convert_to_numpy(v) for k, v in model(inputs, training=False).items()}
 
 
+def _logits(out):
+    return {k: v for k, v in out.items() if k != "mask_l1"}
+
+
 def _set_stream_masks(model, biases):
     """Make every score predictor output mask = softmax(bias)[0] per stream (kernel 0)."""
     for i in range(4):
@@ -47,16 +53,19 @@ def test_outputs_shapes_loss_weights_and_mask_l1():
     model = _tiny()
     inputs = _inputs(batch=2)
     out = _predict(model, inputs)
-    assert set(out) == {"logits", "logits_rgb", "logits_depth"}
-    assert all(v.shape == (2, 64, 96, 5) and v.dtype == np.float32 for v in out.values())
+    assert set(out) == {"logits", "logits_rgb", "logits_depth", "mask_l1"}
+    assert all(v.shape == (2, 64, 96, 5) and v.dtype == np.float32
+               for v in _logits(out).values())
     np.testing.assert_allclose(out["logits"], (out["logits_rgb"] + out["logits_depth"]) / 2,
                                atol=1e-6)
     assert model.output_loss_weights == pytest.approx(
         {"logits": 1 / 3, "logits_rgb": 1 / 3, "logits_depth": 1 / 3})
-    # One L1 term per block; fresh predictors score ~0, so every mask is ~0.5.
-    assert len(model.losses) == 4
-    total = float(sum(keras.ops.convert_to_numpy(x) for x in model.losses))
-    assert total == pytest.approx(1e-4 * 2 * 0.5 * TOKENS_64x96, rel=0.05)
+    assert model.output_penalty_weights == {"mask_l1": 1e-4}
+    # Per sample: fresh predictors score ~0, so each of the 2 x TOKENS masks is ~0.5.
+    assert out["mask_l1"].shape == (2,) and out["mask_l1"].dtype == np.float32
+    np.testing.assert_allclose(out["mask_l1"], TOKENS_64x96, rtol=0.05)
+    penalty = penalty_loss(out, model.output_penalty_weights, global_batch_size=4)
+    assert float(penalty) == pytest.approx(1e-4 * out["mask_l1"].sum() / 4)
 
 
 def test_exchange_tokens_swaps_only_below_threshold():
@@ -91,8 +100,7 @@ def test_streams_couple_only_through_exchanged_tokens():
     a, b, c = _predict(model, inputs), _predict(model, new_rgb), _predict(model, new_depth)
     assert np.abs(a["logits_depth"] - b["logits_depth"]).max() > 1e-4
     np.testing.assert_allclose(a["logits_rgb"], c["logits_rgb"], atol=1e-5)
-    total = float(sum(keras.ops.convert_to_numpy(x) for x in model.losses))
-    assert total == pytest.approx(1e-4 * TOKENS_64x96, rel=1e-3)  # rgb masks only
+    np.testing.assert_allclose(a["mask_l1"], TOKENS_64x96, rtol=1e-3)  # rgb masks only
 
 
 def test_missing_modality_uses_mask_token_per_sample():
@@ -102,6 +110,7 @@ def test_missing_modality_uses_mask_token_per_sample():
     inputs["depth"][2, :10] = 0.0  # sample 2: holes only
     before = _predict(model, inputs)
     assert all(np.isfinite(v).all() for v in before.values())
+    before.pop("mask_l1")
     token = model.get_layer("encoder").mask_token
     token.assign(np.random.default_rng(1).normal(size=token.shape).astype("float32"))
     after = _predict(model, inputs)
@@ -129,7 +138,7 @@ def test_training_reduces_loss_and_mask_l1():
             outputs = model(inputs, training=True)
             ce = supervised_loss(labels, outputs, model.output_loss_weights, num_classes=5,
                                  global_batch_size=2)
-            l1 = tf.add_n(model.losses)
+            l1 = penalty_loss(outputs, model.output_penalty_weights, global_batch_size=2)
             loss = ce + l1
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply(grads, model.trainable_variables)
@@ -140,6 +149,23 @@ def test_training_reduces_loss_and_mask_l1():
     assert history[-1][1] < history[0][1]  # the L1 term drives the masks down
 
 
+@pytest.mark.parametrize("framework", ["supervised", "m3l", "cps"])
+def test_frameworks_add_the_mask_l1_penalty(framework):
+    """With l1_weight 1 the penalty (~TOKENS per image at init) dominates the logged loss."""
+    config = config_from_dict({
+        "framework": framework, "model": "tokenfusion", "num_classes": 5, "batch_size": 1,
+        "unlabeled_batch_size": 1, "height": 32, "width": 48, "max_iteration": 10})
+    fw = FRAMEWORKS[framework](config, lambda: _tiny(l1_weight=1.0))
+    fw.step = tf.Variable(0, dtype=tf.int64, trainable=False)
+    fw.build()
+    inputs = {k: tf.constant(v) for k, v in _inputs(batch=1, height=32, width=48).items()}
+    labels = tf.zeros((1, 32, 48), tf.int32)
+    loss = float(fw.train_step((inputs, labels), inputs)["loss"])
+    tokens = 8 * 12 + 4 * 6 + 2 * 3 + 1 * 2
+    models = 2 if framework == "cps" else 1
+    assert models * 0.9 * tokens < loss < models * tokens + 20  # + the cross-entropies
+
+
 def test_build_model_dispatches_tokenfusion():
     config = config_from_dict({"model": "tokenfusion", "num_classes": 3, "decoder_dim": 8},
                               "test.yaml")
@@ -147,7 +173,7 @@ def test_build_model_dispatches_tokenfusion():
     assert model.name == "token_fusion"
     out = model({"rgb": np.zeros((1, 32, 64, 3), "float32"),
                  "depth": np.zeros((1, 32, 64, 1), "float32")})
-    assert out["logits_depth"].shape == (1, 32, 64, 3) and len(model.losses) == 8  # b0
+    assert out["logits_depth"].shape == (1, 32, 64, 3) and out["mask_l1"].shape == (1,)
 
 
 def test_bad_modalities_name_tokenfusion():
@@ -157,24 +183,52 @@ def test_bad_modalities_name_tokenfusion():
         build_token_fusion(3, {"rgb": 3, "nir": 2}, variant="tiny")
 
 
+def test_each_replica_gets_its_own_mask_l1():
+    """Two replicas with synchronized BN: per-sample sums match single-device calls."""
+    model_layers.set_sync_batch_norm(True)
+    try:
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            model = _tiny()
+    finally:
+        model_layers.set_sync_batch_norm(False)
+    rng = np.random.default_rng(0)
+    for exchange in model.get_layer("encoder").exchanges:  # input-dependent masks
+        for layer in exchange.scores:
+            layer.kernel.assign(rng.normal(size=layer.kernel.shape).astype("float32"))
+    data = [_inputs(batch=1, height=32, width=48, seed=i) for i in range(2)]
+    expected = [float(model(d, training=True)["mask_l1"][0]) for d in data]
+    assert abs(expected[0] - expected[1]) > 1e-2
+    dist = strategy.experimental_distribute_values_from_function(
+        lambda ctx: data[ctx.replica_id_in_sync_group])
+
+    @tf.function
+    def step(x):
+        return strategy.run(lambda x: model(x, training=True)["mask_l1"], args=(x,))
+
+    got = [float(v[0]) for v in strategy.experimental_local_results(step(dist))]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
 JAX_SCRIPT = """
-import numpy as np, keras
-from ssma_tf.models.token_fusion import build_token_fusion
+import jax, numpy as np, keras
+from ssma_tf.models.token_fusion import TokenExchange
 assert keras.backend.backend() == "jax"
-model = build_token_fusion(4, {"rgb": 3, "depth": 1}, variant="tiny", decoder_dim=8)
-x = {"rgb": np.random.rand(2, 64, 96, 3).astype("float32"),
-     "depth": np.random.rand(2, 64, 96, 1).astype("float32")}
-x["depth"][1] = 0.0
-out = model.predict(x, verbose=0)
-assert all(v.shape == (2, 64, 96, 4) and np.isfinite(v).all() for v in out.values())
-model(x)
-assert len(model.losses) == 4
+layer = TokenExchange(8, 2)
+rng = np.random.default_rng(0)
+attn, x = (rng.normal(size=(4, 4, 6, 8)).astype("float32") for _ in range(2))
+layer.build(x.shape)
+run = jax.jit(lambda weights, attn, x: layer.stateless_call(weights, [], attn, x)[0])
+out = run([v.value for v in layer.trainable_variables], attn, x)
+masks = np.asarray(layer.token_masks(x))
+np.testing.assert_allclose(np.asarray(out), attn * masks, rtol=1e-5)
 print("JAX_OK")
 """
 
 
 @pytest.mark.slow
-def test_runs_under_jax():
+def test_token_exchange_runs_under_jax():
+    """The TokenFusion layers under KERAS_BACKEND=jax (the MiT around them: test_mit_jax)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=root)
     result = subprocess.run([sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True,

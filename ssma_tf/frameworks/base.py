@@ -6,7 +6,7 @@ also saved in checkpoints; inside train_step it counts the steps done before thi
 all replicas); `framework.global_unlabeled_batch_size` likewise when `uses_unlabeled`.
 """
 
-from ssma_tf.frameworks.losses import supervised_loss
+from ssma_tf.frameworks.losses import penalty_loss, supervised_loss
 from ssma_tf.training.optimizers import GroupOptimizer
 
 
@@ -57,6 +57,12 @@ class Framework:
         min_kept = self.config.ohem_min_kept or int(
             0.08 * self.config.height * self.config.width)
         return (self.config.ohem_thresh, min_kept)
+
+    def penalty_loss(self, model, outputs, global_batch_size):
+        """`model`'s weighted per-image penalty outputs (model.output_penalty_weights, e.g.
+        TokenFusion's mask L1) over all rows of `outputs`, divided by the global batch."""
+        weights = getattr(model, "output_penalty_weights", None) or {}
+        return penalty_loss(outputs, weights, global_batch_size=global_batch_size)
 
     def supervised_loss(self, labels, outputs, *, global_batch_size=None, ohem=True):
         """Weighted loss over model.output_loss_weights, divided by the global batch."""

@@ -68,6 +68,9 @@ class CPS(Framework):
         with tf.GradientTape(persistent=True) as tape:
             out1 = self.model(batch, training=True)
             out2 = self.model2(batch, training=True)
+            rows_global = self.global_batch_size + self.global_unlabeled_batch_size
+            penalty = (self.penalty_loss(self.model, out1, rows_global)
+                       + self.penalty_loss(self.model2, out2, rows_global))
             sup1 = self.supervised_loss(labels, {k: v[:rows_l] for k, v in out1.items()})
             sup2 = self.supervised_loss(labels, {k: v[:rows_l] for k, v in out2.items()})
             if self.config.cutmix:
@@ -79,7 +82,7 @@ class CPS(Framework):
             cps = (self.supervised_loss(labels2, out1, global_batch_size=cps_global, ohem=False)
                    + self.supervised_loss(labels1, out2, global_batch_size=cps_global,
                                           ohem=False))
-            loss = sup1 + sup2 + self.config.cps_weight * cps
+            loss = sup1 + sup2 + self.config.cps_weight * cps + penalty
         self.optimizer.apply(tape, loss)
         self.optimizer2.apply(tape, loss)
         del tape

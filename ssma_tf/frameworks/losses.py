@@ -42,6 +42,16 @@ def segmentation_loss(labels, logits, *, num_classes, ignore_label=255, global_b
     return tf.reduce_sum(per_image) / tf.cast(global_batch_size, tf.float32)
 
 
+def penalty_loss(outputs, weights, *, global_batch_size):
+    """Weighted per-image penalty outputs ([B], e.g. TokenFusion's "mask_l1"), summed over
+    the rows and divided by the global batch; 0.0 when `weights` is empty."""
+    total = 0.0
+    for name, weight in weights.items():
+        total += weight * tf.reduce_sum(tf.cast(outputs[name], tf.float32)) / tf.cast(
+            global_batch_size, tf.float32)
+    return total
+
+
 def supervised_loss(labels, outputs, weights, *, num_classes, ignore_label=255,
                     global_batch_size, ohem=None):
     """Weighted sum of `segmentation_loss` over the model outputs named in `weights`."""

@@ -168,6 +168,7 @@ class MeanTeacher(Framework):
                 global_batch_size=sup_global)
             consistency = self.consistency_loss(targets, outputs, all_global)
             loss = supervised + weight * consistency
+            loss += self.penalty_loss(self.model, outputs, all_global)
         self.optimizer.apply(tape, loss)
         ema_update(self.teacher.weights, self.model.weights,
                    ema_decay(self.step, self.config.ema_decay))

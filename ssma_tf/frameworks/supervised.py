@@ -29,5 +29,6 @@ class Supervised(Framework):
         with tf.GradientTape() as tape:
             outputs = self.model(inputs, training=True)
             loss = self.supervised_loss(labels, outputs)
+            loss += self.penalty_loss(self.model, outputs, self.global_batch_size)
         self.optimizer.apply(tape, loss)
         return {"loss": loss, "learning_rate": self.optimizer.learning_rate()}

@@ -78,7 +78,8 @@ def build_stream_model(num_classes, modalities, make_encoder, *, decoder_dim=256
     Shared by LinearFusion and TokenFusion: validates the modalities, tiles 1-channel ones,
     stacks the streams, runs the encoder and one shared Segformer decoder, and returns
     {"logits": stop-gradient mean, "logits_<modality>": per stream} with loss weights
-    1/(S+1) each. model_name names the model in error messages.
+    1/(S+1) each. An encoder may return {"features": [c1..c4], name: tensor, ...}: the
+    other entries become extra model outputs. model_name names the model in error messages.
     """
     modalities = dict(modalities)
     if len(modalities) < 2:
@@ -94,12 +95,16 @@ def build_stream_model(num_classes, modalities, make_encoder, *, decoder_dim=256
     inputs = {m: keras.Input((None, None, c), name=m) for m, c in modalities.items()}
     stacked = StackStreams(channels, name="stack_streams")(list(inputs.values()))
     features = make_encoder(num_streams)(stacked)
+    extra = {}
+    if isinstance(features, dict):
+        extra = dict(features)
+        features = extra.pop("features")
     logits = SegformerHead(num_classes, decoder_dim, freeze_bn=freeze_bn, name="decoder")(features)
     logits = ResizeToInput(name="upsample")(logits, stacked)
     ensemble, *streams = SplitStreams(num_streams, name="split_streams")(logits)
     outputs = {"logits": ensemble}
     outputs.update({f"logits_{m}": s for m, s in zip(modalities, streams)})
-    model = keras.Model(inputs, outputs, name=name)
+    model = keras.Model(inputs, {**outputs, **extra}, name=name)
     model.output_loss_weights = {key: 1.0 / (num_streams + 1) for key in outputs}
     return model
 

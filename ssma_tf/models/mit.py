@@ -271,6 +271,9 @@ class MiTBlock(keras.layers.Layer):
         self.norm2 = StreamLayerNorm(num_streams, name="norm2")
         self.mlp = MixFFN(dim, dim * mlp_ratio, name="mlp")
         self.drop_path = DropPath(drop_path, name="drop_path")
+        # Optional layer (attn_out, block_input) -> attn_out, set by the owning encoder
+        # after construction (TokenFusion's token exchange); None = no hook.
+        self.token_mixer = None
 
     def build(self, input_shape):
         for layer in (self.norm1, self.attn, self.norm2, self.mlp):
@@ -280,6 +283,8 @@ class MiTBlock(keras.layers.Layer):
         a = self.attn(self.norm1(x))
         if self.fuse is not None:
             a = self.fuse(a)
+        if self.token_mixer is not None:
+            a = self.token_mixer(a, x)
         x = x + self.drop_path(a, training=training)
         return x + self.drop_path(self.mlp(self.norm2(x)), training=training)
 

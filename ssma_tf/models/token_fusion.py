@@ -10,10 +10,13 @@
   each stream's output is multiplied by its mask, and every token whose mask is below
   `threshold` (0.02) is replaced by the other stream's (masked) token at the same position
   (with more than 2 streams: the mean of the other streams' tokens).
-- Sparsity: l1_weight * sum(mask over all blocks, streams and tokens) / batch is added
-  with `add_loss`, so it is in `model.losses` after each call (and `model.fit` uses it).
-  It is not a model output, so `output_loss_weights` (read by supervised_loss and the
-  consistency losses) keeps naming only logits.
+- Sparsity: the model also outputs "mask_l1" (float32 [B]): per sample, the sum of its
+  masks over all blocks, streams and tokens. `model.output_penalty_weights` =
+  {"mask_l1": l1_weight} (1e-4 default); the frameworks add weight * sum / global batch
+  (`ssma_tf.frameworks.losses.penalty_loss`), i.e. M3L's l1_lambda * sum|mask| / B. It is a
+  model output rather than `add_loss`, because `model.losses` is shared Python state
+  that MirroredStrategy's replica threads overwrite (a replica read another's losses).
+  `output_loss_weights` still names only the logits.
 """
 
 import keras
@@ -68,17 +71,21 @@ def exchange_tokens(attn, masks, num_streams, threshold=THRESHOLD):
 
 
 class TokenExchange(keras.layers.Layer):
-    """One stage's score predictors + token exchange; called by each block of the stage."""
+    """One stage's score predictors + token exchange; called by each block of the stage.
 
-    def __init__(self, dim, num_streams, threshold=THRESHOLD, l1_weight=L1_WEIGHT, **kwargs):
+    Each call appends the per-sample mask sums ([B] float32) to `mask_sums`, which the
+    owning encoder empties before and reads right after its blocks run.
+    """
+
+    def __init__(self, dim, num_streams, threshold=THRESHOLD, **kwargs):
         super().__init__(**kwargs)
-        self.dim, self.num_streams = dim, num_streams
-        self.threshold, self.l1_weight = threshold, l1_weight
+        self.dim, self.num_streams, self.threshold = dim, num_streams, threshold
         self.norm = StreamLayerNorm(num_streams, name="score_norm")
         self.scores = [
             StreamDense(units, num_streams, name=f"score_fc{i + 1}")
             for i, units in enumerate((dim, max(dim // 2, 1), max(dim // 4, 1), 2))
         ]
+        self.mask_sums = []
 
     def build(self, input_shape):
         shape = tuple(input_shape[:-1]) + (self.dim,)
@@ -96,8 +103,8 @@ class TokenExchange(keras.layers.Layer):
 
     def call(self, attn, x):
         masks = self.token_masks(x)
-        samples = ops.cast(ops.shape(x)[0] // self.num_streams, "float32")
-        self.add_loss(self.l1_weight * ops.sum(ops.cast(masks, "float32")) / samples)
+        per_row = ops.sum(ops.cast(masks, "float32"), axis=(1, 2, 3))
+        self.mask_sums.append(ops.sum(ops.reshape(per_row, (self.num_streams, -1)), axis=0))
         return exchange_tokens(attn, ops.cast(masks, attn.dtype), self.num_streams,
                                self.threshold)
 
@@ -106,34 +113,49 @@ class TokenExchange(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "dim": self.dim, "num_streams": self.num_streams,
-                "threshold": self.threshold, "l1_weight": self.l1_weight}
+                "threshold": self.threshold}
 
 
 class TokenFusionTransformer(MixTransformer):
-    """MixTransformer (mask token on) whose blocks exchange tokens between the streams."""
+    """MixTransformer (mask token on) whose blocks exchange tokens between the streams.
 
-    def __init__(self, *args, threshold=THRESHOLD, l1_weight=L1_WEIGHT, **kwargs):
+    Returns {"features": [c1..c4], "mask_l1": float32 [B] per-sample mask sums}.
+    """
+
+    def __init__(self, *args, threshold=THRESHOLD, **kwargs):
         kwargs.update(mask_token=True, fusion_ratio=None)
         super().__init__(*args, **kwargs)
-        self.threshold, self.l1_weight = threshold, l1_weight
+        self.threshold = threshold
         streams = self.config["num_streams"]
         self.exchanges = []
         for i, (dim, blocks) in enumerate(zip(self.config["dims"], self.stages)):
-            exchange = TokenExchange(dim, streams, threshold, l1_weight, name=f"exchange{i + 1}")
+            exchange = TokenExchange(dim, streams, threshold, name=f"exchange{i + 1}")
             self.exchanges.append(exchange)
             for block in blocks:
                 block.token_mixer = exchange
 
     def build(self, input_shape):
         super().build(input_shape)
-        for exchange, shape in zip(self.exchanges, self.compute_output_shape(input_shape)):
+        for exchange, shape in zip(self.exchanges, super().compute_output_shape(input_shape)):
             exchange.build(shape)
+
+    def call(self, x, training=None):
+        for exchange in self.exchanges:
+            exchange.mask_sums.clear()
+        features = super().call(x, training=training)
+        # Read within this call: no replica switch (merge_call) happens inside the encoder.
+        mask_l1 = sum(s for exchange in self.exchanges for s in exchange.mask_sums)
+        return {"features": features, "mask_l1": mask_l1}
+
+    def compute_output_shape(self, input_shape):
+        batch = input_shape[0] and input_shape[0] // self.config["num_streams"]
+        return {"features": super().compute_output_shape(input_shape), "mask_l1": (batch,)}
 
     def get_config(self):
         config = super().get_config()
         for key in ("mask_token", "fusion_ratio"):
             config.pop(key)
-        return {**config, "threshold": self.threshold, "l1_weight": self.l1_weight}
+        return {**config, "threshold": self.threshold}
 
 
 def build_token_fusion(num_classes, modalities, *, variant="b0", ratio=None, decoder_dim=256,
@@ -142,14 +164,17 @@ def build_token_fusion(num_classes, modalities, *, variant="b0", ratio=None, dec
     """TokenFusion model: {modality: [B,H,W,C]} -> {"logits", "logits_<modality>", ...}.
 
     modalities: ordered {name: channels}, at least 2. `ratio` (LinearFusion's) is accepted
-    for the factory and ignored. The mask L1 term is in `model.losses` after each call.
+    for the factory and ignored. Extra output "mask_l1" (per-sample mask sums) with
+    `model.output_penalty_weights = {"mask_l1": l1_weight}`.
     """
     del ratio  # TokenFusion has no linear mixing
     config = mit_config(variant, drop_path_rate=drop_path_rate)
 
     def make_encoder(num_streams):
         return TokenFusionTransformer(**config, num_streams=num_streams, threshold=threshold,
-                                      l1_weight=l1_weight, name="encoder")
+                                      name="encoder")
 
-    return build_stream_model(num_classes, modalities, make_encoder, decoder_dim=decoder_dim,
-                              freeze_bn=freeze_bn, model_name="TokenFusion", name=name)
+    model = build_stream_model(num_classes, modalities, make_encoder, decoder_dim=decoder_dim,
+                               freeze_bn=freeze_bn, model_name="TokenFusion", name=name)
+    model.output_penalty_weights = {"mask_l1": l1_weight}
+    return model
