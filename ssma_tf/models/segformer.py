@@ -8,7 +8,9 @@ bilinearly with align_corners=True to the input size.
 Speed: Dense_i, the resize and the fuse conv are all linear, so the decoder computes the
 identical result as sum_i resize(c_i @ (A_i W_i) + b_i W_i), with A_i W_i formed from the
 same parameters on every call. This skips the 4E -> E conv on the c1 grid (the largest
-cost of the model) while keeping the standard parameter layout.
+cost of the model) while keeping the standard parameter layout. Outside BN training
+(inference, or freeze_bn) the BN affine map is folded in as well and the biases are
+added once on the c1 grid.
 
 freeze_bn: M3L sets the decoder BN to eval mode for all of training, so its running
 statistics stay at their initial 0/1 and it acts as a learned affine. `freeze_bn=True`
@@ -113,17 +115,27 @@ class SegformerHead(keras.layers.Layer):
     def call(self, features, training=None):
         dim = self.decoder_dim
         grid = ops.shape(features[0])[1:3]
-        fused = None
+        bn_training = bool(training) and not self.freeze_bn
+        if bn_training:
+            scale, shift = 1.0, 0.0
+        else:  # BN in inference is an affine map: fold it into the kernels and bias too
+            bn = self.bn
+            scale = bn.gamma * ops.rsqrt(bn.moving_variance + bn.epsilon)
+            shift = bn.beta - bn.moving_mean * scale
+        fused, bias = None, shift
         for i, feature in enumerate(features):
             block = 3 - i  # position of level i in the concat [c4, c3, c2, c1]
             fuse_rows = self.fuse_kernel[block * dim:(block + 1) * dim]
-            kernel = ops.matmul(self.linear_kernels[i], fuse_rows)
-            bias = ops.matmul(self.linear_biases[i][None, :], fuse_rows)[0]
-            y = ops.matmul(feature, ops.cast(kernel, feature.dtype)) + ops.cast(bias, feature.dtype)
+            kernel = ops.matmul(self.linear_kernels[i], fuse_rows) * scale
+            # a bilinear resize keeps constants, so the biases add up once on the c1 grid
+            bias = bias + ops.matmul(self.linear_biases[i][None, :], fuse_rows)[0] * scale
+            y = ops.matmul(feature, ops.cast(kernel, feature.dtype))
             if i > 0:
                 y = resize_half_pixel(y, grid)
             fused = y if fused is None else fused + y
-        x = self.bn(fused, training=False if self.freeze_bn else training)
+        x = fused + ops.cast(bias, fused.dtype)
+        if bn_training:
+            x = self.bn(x, training=True)
         x = self.dropout(ops.relu(x), training=training)
         return self.classifier(x)
 
