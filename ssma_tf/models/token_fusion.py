@@ -23,7 +23,7 @@ import keras
 from keras import ops
 
 from ssma_tf.models.linear_fusion import build_stream_model
-from ssma_tf.models.mit import MixTransformer, StreamLayerNorm, mit_config
+from ssma_tf.models.mit import MixTransformer, StreamLayerNorm, gelu, mit_config
 
 THRESHOLD = 0.02
 L1_WEIGHT = 1e-4
@@ -98,7 +98,7 @@ class TokenExchange(keras.layers.Layer):
         """mask = softmax(score)[..., :1] per token of the block input x: [S*B, h, w, 1]."""
         score = self.norm(x)
         for layer in self.scores[:-1]:
-            score = keras.activations.gelu(layer(score), approximate=False)
+            score = gelu(layer(score))
         return ops.softmax(self.scores[-1](score), axis=-1)[..., :1]
 
     def call(self, attn, x):
