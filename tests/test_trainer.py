@@ -83,6 +83,11 @@ def test_variable_groups_and_frozen_experts(tmp_path, records):
     frozen = build_model(config.replace(stage="fusion"), {"rgb": 3, "depth": 1})
     assert set(split_variables(frozen)) == {"decoder"}
     assert not frozen.get_layer("expert_rgb").trainable
+    fusion = build_model(config.replace(model="linearfusion", backbone="b0"),
+                         {"rgb": 3, "depth": 1})
+    groups = split_variables(fusion)  # the MiT encoder is a layer, not a sub-model
+    assert set(groups) == {"encoder", "norm", "decoder"}
+    assert all("norm" in v.path for v in groups["norm"])
 
 
 def test_training_reduces_loss_and_writes_run_info(tmp_path, records, capsys):

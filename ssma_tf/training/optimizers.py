@@ -22,12 +22,13 @@ def _is_norm(layer):
 
 
 def split_variables(model):
-    """{group: [trainable variables]}: encoder sub-models (named encoder*, expert_*, mit*,
-    backbone*) give `encoder` and (their normalisation layers) `norm`; the rest `decoder`."""
+    """{group: [trainable variables]}: encoder layers or sub-models (named encoder*, expert_*,
+    mit*, backbone*) give `encoder` and (their normalisation layers) `norm`; the rest
+    `decoder`."""
     groups = {name: [] for name in GROUPS}
     seen = {id(v) for v in model.non_trainable_weights}
     for layer in model.layers:
-        if isinstance(layer, keras.Model) and layer.name.startswith(ENCODER_PREFIXES):
+        if layer.name.startswith(ENCODER_PREFIXES):
             for sub in layer._flatten_layers(include_self=False, recursive=True):
                 if _is_norm(sub):
                     for var in sub.trainable_weights:
