@@ -49,7 +49,7 @@ def _dashes_to_underscores(argv):
 
 def main(argv):
     from ssma_tf.data.convert import convert
-    from ssma_tf.errors import InputError
+    from ssma_tf.errors import InputError, print_cli_error
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -63,8 +63,7 @@ def main(argv):
                 image_format=FLAGS.image_format,
                 command=shlex.join(sys.argv))
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(print_cli_error(e))
 
 
 if __name__ == "__main__":

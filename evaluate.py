@@ -17,7 +17,7 @@ import sys
 
 import keras
 
-from ssma_tf.errors import InputError
+from ssma_tf.errors import InputError, print_cli_error
 from ssma_tf.evaluation.evaluator import parse_scales
 from ssma_tf.evaluation.metrics import MIOU_RULES, format_table
 
@@ -92,8 +92,7 @@ def main(argv=None):
                 json.dump(report, handle, indent=1)
             print(f"metrics written to {args.output}")
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return print_cli_error(exc)
     return 0
 
 

@@ -11,7 +11,7 @@ depth uint16 in stored units, millimetres by default, or float32 metres with
 import argparse
 import sys
 
-from ssma_tf.errors import InputError
+from ssma_tf.errors import InputError, print_cli_error
 from ssma_tf.export.serving import DEPTH_INPUTS
 
 
@@ -39,8 +39,7 @@ def main(argv=None):
             config_dict=run.config.to_dict(), depth_input=args.depth_input,
             version=args.version, run_info=run.run_info)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return print_cli_error(exc)
     print(f"SavedModel written to {path} (signature serving_default: inputs "
           f"{', '.join(run.specs)}; outputs labels, probabilities)")
     return 0

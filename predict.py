@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from ssma_tf.errors import InputError
+from ssma_tf.errors import InputError, print_cli_error
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LIST_EXTENSIONS = (".txt", ".lst", ".list")
@@ -144,8 +144,7 @@ def main(argv=None):
     try:
         count = run_prediction(args)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return print_cli_error(exc)
     print(f"{count} predictions written to {args.output}")
     return 0
 

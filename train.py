@@ -4,8 +4,6 @@ Re-running the same command resumes from the latest checkpoint in the config's
 `checkpoint` folder. `--override key=value` (repeatable) changes one key (YAML value).
 """
 
-import sys
-
 from absl import app, flags
 
 flags.DEFINE_string("config", None, "SSMA-style .config file (flat key: value YAML)",
@@ -17,11 +15,10 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from ssma_tf.config import apply_gpu_id, load_config
-    from ssma_tf.errors import InputError
+    from ssma_tf.errors import InputError, print_cli_error
 
     if not FLAGS.config:
-        print("error: --config is required", file=sys.stderr)
-        return 2
+        return print_cli_error("--config is required")
     try:
         config = load_config(FLAGS.config, FLAGS.override)
         apply_gpu_id(config)
@@ -29,11 +26,9 @@ def main(argv):
         try:
             folder = train(config)
         except NonFiniteLossError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+            return print_cli_error(exc, status=1)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return print_cli_error(exc)
     print(f"checkpoints in {folder}")
     return 0
 

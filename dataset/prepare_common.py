@@ -2,13 +2,12 @@
 
 import argparse
 import os
-import sys
 
 import cv2
 import numpy as np
 
-from ssma_tf.errors import InputError
-from ssma_tf.io_utils import atomic_write
+from ssma_tf.errors import InputError, print_cli_error
+from ssma_tf.io_utils import atomic_write, write_png  # noqa: F401 (re-exported for the preparers)
 
 
 def read_image(path, flags=cv2.IMREAD_UNCHANGED):
@@ -19,17 +18,6 @@ def read_image(path, flags=cv2.IMREAD_UNCHANGED):
     if image.ndim == 3 and image.shape[2] >= 3:
         image = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)
     return image
-
-
-def write_png(path, image):
-    """Write an HxW (uint8/uint16) or RGB HxWx3 image as PNG, atomically."""
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, data = cv2.imencode(".png", image)
-    if not ok:
-        raise InputError(f"{path}: cannot encode PNG")
-    with atomic_write(str(path), "wb") as handle:
-        handle.write(data.tobytes())
 
 
 def write_list(path, rows, relative_to=None):
@@ -86,8 +74,7 @@ def cli(prepare, description, argv=None, add_arguments=None):
     try:
         lists = prepare(args.pop("root"), args.pop("out"), **args)
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return print_cli_error(err)
     for split, path in lists.items():
         print(f"{split}: {path}")
     return 0

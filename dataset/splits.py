@@ -20,7 +20,7 @@ import numpy as np
 
 from dataset.prepare_common import write_list
 from ssma_tf.data.listfile import read_list
-from ssma_tf.errors import InputError
+from ssma_tf.errors import InputError, print_cli_error
 
 DEFAULT_RATIOS = ("1/20", "1/8")
 DEFAULT_SEEDS = (0, 1, 2)
@@ -83,8 +83,7 @@ def main(argv=None):
         written = make_splits(args.list, args.out, ratios=args.ratios, seeds=args.seeds,
                               columns=args.columns, relative_to=args.relative_to)
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return print_cli_error(err)
     for (ratio, seed), (labeled, _) in sorted(written.items()):
         print(f"{ratio} split{seed}: {labeled}")
     return 0

@@ -4,6 +4,11 @@ import contextlib
 import os
 import shutil
 
+import cv2
+import numpy as np
+
+from ssma_tf.errors import InputError
+
 
 def _temp_name(path):
     folder, base = os.path.split(os.path.abspath(path))
@@ -38,3 +43,15 @@ def atomic_dir(path):
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_png(path, image):
+    """Atomically write a uint8/uint16 [H, W] or RGB [H, W, 3] image as PNG (BGR on disk)."""
+    image = np.asarray(image)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise InputError(f"{path}: cannot encode PNG")
+    with atomic_write(str(path), "wb") as handle:
+        handle.write(encoded.tobytes())

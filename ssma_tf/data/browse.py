@@ -18,7 +18,7 @@ import numpy as np
 from ssma_tf.data import schema
 from ssma_tf.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from ssma_tf.data.pipeline import example_dataset, select_modalities, train_dataset
-from ssma_tf.errors import InputError
+from ssma_tf.errors import InputError, print_cli_error
 from ssma_tf.evaluation.overlays import colorize, default_palette, write_png
 
 
@@ -110,8 +110,7 @@ def main(argv=None):
                        modalities=args.modalities.split(",") if args.modalities else None,
                        depth_max=args.depth_max)
     except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return print_cli_error(error)
     print(f"wrote {len(paths)} PNGs to {args.out}")
     return 0
 

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ssma_tf.errors import InputError
-from ssma_tf.io_utils import atomic_dir
+from ssma_tf.errors import InputError, print_cli_error
+from ssma_tf.io_utils import atomic_dir, write_png
 
 CLASS_NAMES = ("floor", "wall", "marking", "relief", "box", "ball", "pit")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -229,11 +229,6 @@ def _image_rng(seed, split, index):
     return np.random.default_rng([seed, _SPLITS.index(split), index])
 
 
-def _write_png(path, image):
-    if not cv2.imwrite(path, image):
-        raise InputError(f"{path}: could not write PNG")
-
-
 def generate(out_dir, *, num_train=200, num_val=50, height=96, width=128, seed=0,
              num_unlabeled=0):
     """Write the dataset under `out_dir` (atomically) and return {split: list-file path}."""
@@ -258,10 +253,10 @@ def generate(out_dir, *, num_train=200, num_val=50, height=96, width=128, seed=0
             for i in range(count):
                 rgb, depth, label = render_scene(_image_rng(seed, split, i), height, width)
                 rel = [f"{split}/{kind}/{i:06d}.png" for kind in kinds]
-                _write_png(os.path.join(tmp, rel[0]), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-                _write_png(os.path.join(tmp, rel[1]), depth)
+                write_png(os.path.join(tmp, rel[0]), rgb)
+                write_png(os.path.join(tmp, rel[1]), depth)
                 if split != "unlabeled":
-                    _write_png(os.path.join(tmp, rel[2]), label)
+                    write_png(os.path.join(tmp, rel[2]), label)
                 lines.append(" ".join(rel) + "\n")
             with open(os.path.join(tmp, f"{split}.txt"), "w") as handle:
                 handle.writelines(lines)
@@ -288,8 +283,7 @@ def main(argv=None):
                          num_unlabeled=args.num_unlabeled, height=args.height,
                          width=args.width, seed=args.seed)
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return print_cli_error(err)
     for split, path in lists.items():
         print(f"{split}: {path}")
     return 0

@@ -1,10 +1,9 @@
 """Colour label maps with a dataset palette, blend them over the camera image, write PNGs."""
 
-import cv2
 import numpy as np
 
 from ssma_tf.data.normalize import IMAGENET_MEAN, IMAGENET_STD
-from ssma_tf.io_utils import atomic_write
+from ssma_tf.io_utils import write_png
 
 
 def default_palette(num_classes):
@@ -56,18 +55,6 @@ def blend(image, colour, alpha=0.5):
     """`alpha` * colour + (1 - alpha) * image, both [H, W, 3] uint8 RGB."""
     mixed = alpha * colour.astype(np.float32) + (1.0 - alpha) * image.astype(np.float32)
     return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
-
-
-def write_png(path, image):
-    """Atomically writes a uint8 RGB [H, W, 3] (converted to BGR for OpenCV) or [H, W] PNG."""
-    image = np.asarray(image)
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"could not encode PNG for {path}")
-    with atomic_write(path, "wb") as handle:
-        handle.write(encoded.tobytes())
 
 
 def write_overlays(prefix, image, prediction, palette, *, labels=None, ignore_label=255,
