@@ -13,7 +13,6 @@ import yaml
 
 from ssma_tf.errors import ConfigError
 
-MULTIMODAL_LR_GROUPS = ("encoder", "decoder", "norm")
 MULTIMODAL_MODELS = ("ssma", "linearfusion", "tokenfusion")
 LR_GROUPS = ("encoder", "decoder", "norm")
 MODELS = ("AdapNet_pp", "SSMA", "segformer", "linearfusion", "tokenfusion")
