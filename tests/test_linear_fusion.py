@@ -7,6 +7,7 @@ import keras
 
 from ssma_tf.errors import ConfigError
 from ssma_tf.models.linear_fusion import build_linear_fusion
+from model_testing import predict_numpy, rgbd_inputs
 
 MODALITIES = {"rgb": 3, "depth": 1}
 
@@ -15,21 +16,9 @@ def _tiny(**kwargs):
     return build_linear_fusion(5, MODALITIES, variant="tiny", decoder_dim=16, **kwargs)
 
 
-def _inputs(batch=3, height=64, width=96, seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        "rgb": rng.normal(size=(batch, height, width, 3)).astype("float32"),
-        "depth": rng.uniform(size=(batch, height, width, 1)).astype("float32"),
-    }
-
-
-def _predict(model, inputs):
-    return {k: keras.ops.convert_to_numpy(v) for k, v in model(inputs, training=False).items()}
-
-
 def test_outputs_shapes_and_loss_weights():
     model = _tiny()
-    out = _predict(model, _inputs(height=64, width=96))
+    out = predict_numpy(model, rgbd_inputs(3))
     assert set(out) == {"logits", "logits_rgb", "logits_depth"}
     assert all(v.shape == (3, 64, 96, 5) and v.dtype == np.float32 for v in out.values())
     assert model.output_loss_weights == pytest.approx(
@@ -38,8 +27,8 @@ def test_outputs_shapes_and_loss_weights():
 
 def test_ensemble_is_stop_gradient_mean_of_streams():
     model = _tiny()
-    inputs = _inputs(batch=2)
-    out = _predict(model, inputs)
+    inputs = rgbd_inputs(2)
+    out = predict_numpy(model, inputs)
     np.testing.assert_allclose(out["logits"], (out["logits_rgb"] + out["logits_depth"]) / 2,
                                atol=1e-6)
     with tf.GradientTape() as tape:
@@ -49,13 +38,13 @@ def test_ensemble_is_stop_gradient_mean_of_streams():
 
 def test_mask_token_only_affects_samples_with_all_zero_depth():
     model = _tiny()
-    inputs = _inputs(batch=3)
+    inputs = rgbd_inputs(3)
     inputs["depth"][1] = 0.0  # sample 1: depth missing
     inputs["depth"][2, :10] = 0.0  # sample 2: holes only, not missing
-    before = _predict(model, inputs)
+    before = predict_numpy(model, inputs)
     token = model.get_layer("encoder").mask_token
     token.assign(np.random.default_rng(1).normal(size=token.shape).astype("float32"))
-    after = _predict(model, inputs)
+    after = predict_numpy(model, inputs)
     for key in before:
         np.testing.assert_allclose(after[key][[0, 2]], before[key][[0, 2]], atol=1e-6)
         assert np.abs(after[key][1] - before[key][1]).max() > 1e-3
@@ -63,10 +52,10 @@ def test_mask_token_only_affects_samples_with_all_zero_depth():
 
 def test_zeroed_rgb_changes_only_that_sample_and_reaches_depth_stream():
     model = _tiny()
-    inputs = _inputs(batch=2)
+    inputs = rgbd_inputs(2)
     masked = {k: v.copy() for k, v in inputs.items()}
     masked["rgb"][0] = 0.0
-    a, b = _predict(model, inputs), _predict(model, masked)
+    a, b = predict_numpy(model, inputs), predict_numpy(model, masked)
     np.testing.assert_allclose(a["logits"][1], b["logits"][1], atol=1e-6)
     assert np.abs(a["logits_depth"][0] - b["logits_depth"][0]).max() > 1e-4  # via fusion
 
@@ -74,9 +63,9 @@ def test_zeroed_rgb_changes_only_that_sample_and_reaches_depth_stream():
 @pytest.mark.parametrize("ratio,coupled", [(1.0, False), (0.8, True)])
 def test_fusion_couples_streams(ratio, coupled):
     model = _tiny(ratio=ratio)
-    inputs = _inputs(batch=2)
+    inputs = rgbd_inputs(2)
     other = dict(inputs, depth=inputs["depth"][::-1].copy())
-    a, b = _predict(model, inputs), _predict(model, other)
+    a, b = predict_numpy(model, inputs), predict_numpy(model, other)
     changed = np.abs(a["logits_rgb"] - b["logits_rgb"]).max()
     assert (changed > 1e-4) == coupled
 
@@ -85,18 +74,18 @@ def test_depth_is_tiled_to_three_channels():
     one = _tiny()
     three = build_linear_fusion(5, {"rgb": 3, "depth": 3}, variant="tiny", decoder_dim=16)
     three.set_weights(one.get_weights())
-    inputs = _inputs(batch=2, height=32, width=32)
+    inputs = rgbd_inputs(2, height=32, width=32)
     tiled = dict(inputs, depth=np.repeat(inputs["depth"], 3, axis=-1))
-    np.testing.assert_allclose(_predict(one, inputs)["logits"],
-                               _predict(three, tiled)["logits"], atol=1e-5)
+    np.testing.assert_allclose(predict_numpy(one, inputs)["logits"],
+                               predict_numpy(three, tiled)["logits"], atol=1e-5)
 
 
 def test_three_modalities_and_bad_channels():
     model = build_linear_fusion(4, {"rgb": 3, "depth": 1, "hha": 3}, variant="tiny",
                                 decoder_dim=8)
-    inputs = dict(_inputs(batch=1, height=32, width=64),
+    inputs = dict(rgbd_inputs(1, height=32, width=64),
                   hha=np.random.rand(1, 32, 64, 3).astype("float32"))
-    out = _predict(model, inputs)
+    out = predict_numpy(model, inputs)
     assert set(out) == {"logits", "logits_rgb", "logits_depth", "logits_hha"}
     assert model.output_loss_weights["logits_hha"] == pytest.approx(0.25)
     with pytest.raises(ConfigError, match="'ir' has 2 channels"):
@@ -117,7 +106,7 @@ def test_parameter_count_matches_original(variant, original):
 
 def test_learns_a_tiny_batch():
     model = _tiny(drop_path_rate=0.0)
-    inputs = _inputs(batch=2, height=32, width=32)
+    inputs = rgbd_inputs(2, height=32, width=32)
     labels = (inputs["depth"][..., 0] > 0.5).astype("int32") + (inputs["rgb"][..., 0] > 0)
     optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -142,8 +131,8 @@ def test_xla_friendly_forms_give_the_same_model(jit):
     eagerly and inside tf.function(jit_compile=True)."""
     from ssma_tf.models import mit
 
-    model, inputs = _tiny(), _inputs(batch=2, height=32, width=64)
-    expected = _predict(model, inputs)
+    model, inputs = _tiny(), rgbd_inputs(2, height=32, width=64)
+    expected = predict_numpy(model, inputs)
     mit.set_xla_friendly(True)
     try:
         forward = tf.function(lambda x: model(x, training=False), jit_compile=jit)

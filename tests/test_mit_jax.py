@@ -1,10 +1,8 @@
 """LinearFusion and Segformer under KERAS_BACKEND=jax (a subprocess: the backend is fixed at import)."""
 
-import os
-import subprocess
-import sys
-
 import pytest
+
+from model_testing import run_under_jax
 
 SCRIPT = """
 import numpy as np, jax, keras
@@ -28,9 +26,4 @@ print("JAX_OK")
 
 @pytest.mark.slow
 def test_models_run_under_jax():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=root)
-    result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "JAX_OK" in result.stdout
+    assert "JAX_OK" in run_under_jax(SCRIPT)

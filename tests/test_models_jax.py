@@ -1,11 +1,8 @@
 """The models are pure Keras 3: build and predict them under KERAS_BACKEND=jax."""
 
 import json
-import os
-import subprocess
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from model_testing import run_under_jax
 
 # Each case: (builder import path, builder call, input channels); prints output shapes.
 CASES = {
@@ -33,11 +30,8 @@ print("SHAPES" + json.dumps(shapes))
 
 
 def test_models_build_and_predict_under_jax():
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(CASES)], env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("SHAPES"))
+    stdout = run_under_jax(SCRIPT, json.dumps(CASES))
+    line = next(l for l in stdout.splitlines() if l.startswith("SHAPES"))
     shapes = json.loads(line[len("SHAPES"):])
     assert shapes["adapnet_pp"] == {k: [1, 32, 48, 5] for k in ("logits", "aux1", "aux2")}
     assert shapes["ssma"] == {"logits": [1, 32, 48, 5]}

@@ -1,9 +1,5 @@
 """TokenFusion: outputs, mask L1 output, token exchange, mask token, learning, replicas, jax."""
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,6 +12,7 @@ from ssma_tf.frameworks.losses import penalty_loss, supervised_loss
 from ssma_tf.models import layers as model_layers
 from ssma_tf.models.factory import build_model
 from ssma_tf.models.token_fusion import build_token_fusion, exchange_tokens
+from model_testing import predict_numpy, rgbd_inputs, run_under_jax
 
 MODALITIES = {"rgb": 3, "depth": 1}
 TOKENS_64x96 = 16 * 24 + 8 * 12 + 4 * 6 + 2 * 3  # stage grids of a 64x96 input, 1 block each
@@ -23,18 +20,6 @@ TOKENS_64x96 = 16 * 24 + 8 * 12 + 4 * 6 + 2 * 3  # stage grids of a 64x96 input,
 
 def _tiny(**kwargs):
     return build_token_fusion(5, MODALITIES, variant="tiny", decoder_dim=16, **kwargs)
-
-
-def _inputs(batch=2, height=64, width=96, seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        "rgb": rng.normal(size=(batch, height, width, 3)).astype("float32"),
-        "depth": rng.uniform(size=(batch, height, width, 1)).astype("float32"),
-    }
-
-
-def _predict(model, inputs):
-    return {k: keras.ops.convert_to_numpy(v) for k, v in model(inputs, training=False).items()}
 
 
 def _logits(out):
@@ -51,8 +36,8 @@ def _set_stream_masks(model, biases):
 
 def test_outputs_shapes_loss_weights_and_mask_l1():
     model = _tiny()
-    inputs = _inputs(batch=2)
-    out = _predict(model, inputs)
+    inputs = rgbd_inputs(2)
+    out = predict_numpy(model, inputs)
     assert set(out) == {"logits", "logits_rgb", "logits_depth", "mask_l1"}
     assert all(v.shape == (2, 64, 96, 5) and v.dtype == np.float32
                for v in _logits(out).values())
@@ -89,15 +74,15 @@ def test_exchange_tokens_swaps_only_below_threshold():
 
 def test_streams_couple_only_through_exchanged_tokens():
     model = _tiny()
-    inputs = _inputs(batch=2)
+    inputs = rgbd_inputs(2)
     new_rgb = dict(inputs, rgb=inputs["rgb"][::-1].copy())
     new_depth = dict(inputs, depth=inputs["depth"][::-1].copy())
     # Fresh model: masks ~0.5, nothing exchanged, the streams are independent.
-    a, b = _predict(model, inputs), _predict(model, new_rgb)
+    a, b = predict_numpy(model, inputs), predict_numpy(model, new_rgb)
     np.testing.assert_allclose(a["logits_depth"], b["logits_depth"], atol=1e-6)
     # Depth masks ~1e-9 (< 0.02), rgb masks ~1: depth receives rgb's tokens, not vice versa.
     _set_stream_masks(model, [[10.0, -10.0], [-10.0, 10.0]])
-    a, b, c = _predict(model, inputs), _predict(model, new_rgb), _predict(model, new_depth)
+    a, b, c = (predict_numpy(model, x) for x in (inputs, new_rgb, new_depth))
     assert np.abs(a["logits_depth"] - b["logits_depth"]).max() > 1e-4
     np.testing.assert_allclose(a["logits_rgb"], c["logits_rgb"], atol=1e-5)
     np.testing.assert_allclose(a["mask_l1"], TOKENS_64x96, rtol=1e-3)  # rgb masks only
@@ -105,15 +90,15 @@ def test_streams_couple_only_through_exchanged_tokens():
 
 def test_missing_modality_uses_mask_token_per_sample():
     model = _tiny()
-    inputs = _inputs(batch=3)
+    inputs = rgbd_inputs(3)
     inputs["depth"][1] = 0.0  # sample 1: depth missing
     inputs["depth"][2, :10] = 0.0  # sample 2: holes only
-    before = _predict(model, inputs)
+    before = predict_numpy(model, inputs)
     assert all(np.isfinite(v).all() for v in before.values())
     before.pop("mask_l1")
     token = model.get_layer("encoder").mask_token
     token.assign(np.random.default_rng(1).normal(size=token.shape).astype("float32"))
-    after = _predict(model, inputs)
+    after = predict_numpy(model, inputs)
     for key in before:
         np.testing.assert_allclose(after[key][[0, 2]], before[key][[0, 2]], atol=1e-6)
     for key in ("logits", "logits_depth"):
@@ -158,7 +143,7 @@ def test_frameworks_add_the_mask_l1_penalty(framework):
     fw = FRAMEWORKS[framework](config, lambda: _tiny(l1_weight=1.0))
     fw.step = tf.Variable(0, dtype=tf.int64, trainable=False)
     fw.build()
-    inputs = {k: tf.constant(v) for k, v in _inputs(batch=1, height=32, width=48).items()}
+    inputs = {k: tf.constant(v) for k, v in rgbd_inputs(1, height=32, width=48).items()}
     labels = tf.zeros((1, 32, 48), tf.int32)
     loss = float(fw.train_step((inputs, labels), inputs)["loss"])
     tokens = 8 * 12 + 4 * 6 + 2 * 3 + 1 * 2
@@ -196,7 +181,7 @@ def test_each_replica_gets_its_own_mask_l1():
     for exchange in model.get_layer("encoder").exchanges:  # input-dependent masks
         for layer in exchange.scores:
             layer.kernel.assign(rng.normal(size=layer.kernel.shape).astype("float32"))
-    data = [_inputs(batch=1, height=32, width=48, seed=i) for i in range(2)]
+    data = [rgbd_inputs(1, height=32, width=48, seed=i) for i in range(2)]
     expected = [float(model(d, training=True)["mask_l1"][0]) for d in data]
     assert abs(expected[0] - expected[1]) > 1e-2
     dist = strategy.experimental_distribute_values_from_function(
@@ -229,9 +214,4 @@ print("JAX_OK")
 @pytest.mark.slow
 def test_token_exchange_runs_under_jax():
     """The TokenFusion layers under KERAS_BACKEND=jax (the MiT around them: test_mit_jax)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=root)
-    result = subprocess.run([sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "JAX_OK" in result.stdout
+    assert "JAX_OK" in run_under_jax(JAX_SCRIPT)
