@@ -64,13 +64,11 @@ def prepare(root, out, classes=19):
                 baseline, fx = camera_parameters(os.path.join(root, "camera", rel + "_camera.json"))
                 depth = disparity_to_depth_mm(common.read_image(disparity_path), baseline, fx)
                 depth_path = os.path.join(out, "depth", rel + "_depth.png")
-                os.makedirs(os.path.dirname(depth_path), exist_ok=True)
                 common.write_png(depth_path, depth)
                 row = [os.path.join(split_dir, city, name), depth_path]
                 gt_path = os.path.join(root, "gtFine", rel + "_gtFine_labelIds.png")
                 if os.path.exists(gt_path):
                     label_path = os.path.join(out, label_dir, rel + "_trainIds.png")
-                    os.makedirs(os.path.dirname(label_path), exist_ok=True)
                     common.write_png(label_path, common.lut(common.read_image(gt_path),
                                                             definition.id_map))
                     row.append(label_path)

@@ -37,7 +37,6 @@ def prepare(root, out, modality="depth_gray"):
                                      f"(matched by the name before the first '_': {key!r})")
             ids = colour_to_ids(common.read_image(gt[key]), definition.colour_map, 0)
             label_path = os.path.join(out, split, "labels", key + ".png")
-            os.makedirs(os.path.dirname(label_path), exist_ok=True)
             common.write_png(label_path, ids)
             rows.append([rgb_path, second[key], label_path])
         if rows:

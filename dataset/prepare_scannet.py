@@ -77,10 +77,8 @@ def prepare(root, out):
                 rgb = common.read_image(rgb_path, cv2.IMREAD_COLOR)
                 if rgb.shape[:2] != size:
                     rgb_path = os.path.join(out, scene, "color", frame + ".png")
-                    os.makedirs(os.path.dirname(rgb_path), exist_ok=True)
                     common.write_png(rgb_path, common.resize_to(rgb, size, nearest=False))
                 label_path = os.path.join(out, scene, "label20", frame + ".png")
-                os.makedirs(os.path.dirname(label_path), exist_ok=True)
                 common.write_png(label_path, label)
                 rows.append([rgb_path, depth_path, label_path])
         if rows:

@@ -71,8 +71,6 @@ def prepare(root, out, labels_json=None):
                         raise InputError(f"{path}: missing for {os.path.join(data, 'rgb', name)}")
                 depth_path = os.path.join(out, area, "depth", view + ".png")
                 label_path = os.path.join(out, area, "label", view + ".png")
-                os.makedirs(os.path.dirname(depth_path), exist_ok=True)
-                os.makedirs(os.path.dirname(label_path), exist_ok=True)
                 common.write_png(depth_path, depth_to_mm(common.read_image(paths["depth"])))
                 common.write_png(label_path, semantic_to_ids(common.read_image(paths["semantic"]),
                                                              table))

@@ -38,7 +38,6 @@ def prepare(root, out):
                 if not os.path.exists(path):
                     raise InputError(f"{path}: missing for {os.path.join(image_dir, name)}")
             label_path = os.path.join(out, "labels", split, f"img-{index:06d}.png")
-            os.makedirs(os.path.dirname(label_path), exist_ok=True)
             common.write_png(label_path, common.lut(common.read_image(raw_label), id_map))
             rows.append([os.path.join(image_dir, name), depth_path, label_path])
         if rows:

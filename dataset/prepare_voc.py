@@ -38,7 +38,6 @@ def prepare(root, out):
                     raise InputError(f"{set_path}:{number}: {path} not found")
             if image_id not in converted:
                 label_path = os.path.join(out, "SegmentationClassIds", image_id + ".png")
-                os.makedirs(os.path.dirname(label_path), exist_ok=True)
                 ids = colour_to_ids(common.read_image(gt_path), definition.colour_map, 255)
                 common.write_png(label_path, ids)
                 converted[image_id] = label_path

@@ -46,7 +46,8 @@ def atomic_dir(path):
 
 
 def write_png(path, image):
-    """Atomically write a uint8/uint16 [H, W] or RGB [H, W, 3] image as PNG (BGR on disk)."""
+    """Atomically write a uint8/uint16 [H, W] or RGB [H, W, 3] image as PNG (BGR on disk),
+    creating its folder."""
     image = np.asarray(image)
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
