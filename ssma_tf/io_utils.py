@@ -10,7 +10,8 @@ import numpy as np
 from ssma_tf.errors import InputError
 
 
-def _temp_name(path):
+def temp_path(path):
+    """The hidden per-process temp name beside `path` that an atomic write renames."""
     folder, base = os.path.split(os.path.abspath(path))
     return os.path.join(folder, f".{base}.tmp-{os.getpid()}")
 
@@ -19,7 +20,7 @@ def _temp_name(path):
 def atomic_write(path, mode="w", **open_kwargs):
     """Open a temp file beside `path`; on success rename it to `path`, else delete it."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = _temp_name(path)
+    tmp = temp_path(path)
     try:
         with open(tmp, mode, **open_kwargs) as handle:
             yield handle
@@ -33,7 +34,7 @@ def atomic_write(path, mode="w", **open_kwargs):
 def atomic_dir(path):
     """Yield a temp folder beside `path`; on success replace `path` with it, else delete it."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = _temp_name(path)
+    tmp = temp_path(path)
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:

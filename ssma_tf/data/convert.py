@@ -20,6 +20,7 @@ from absl import logging
 from ssma_tf.data import encodings, schema
 from ssma_tf.data.listfile import read_list
 from ssma_tf.errors import InputError
+from ssma_tf.io_utils import temp_path
 
 DEFAULT_ENCODINGS = {"rgb": "color", "depth": "raw"}
 
@@ -172,10 +173,6 @@ def _encode_in_worker(entry):
     return _encode_entry(entry, _WORKER_JOB)
 
 
-def _temp_path(path):
-    return f"{path}.tmp-{os.getpid()}"
-
-
 class _Progress:
     """A \\r line on a terminal, else an absl log line every 10%."""
 
@@ -234,7 +231,7 @@ def convert(list_path, record_path, *, modalities=("rgb", "depth"), unlabeled=Fa
     workers = min(workers or os.cpu_count() or 1, len(entries))
 
     os.makedirs(os.path.dirname(os.path.abspath(record_path)), exist_ok=True)
-    temps = [_temp_path(p) for p in shards]
+    temps = [temp_path(p) for p in shards]
     histogram = np.zeros(256, np.int64)
     progress = _Progress(len(entries))
     pool, writers, renamed = None, [], []
