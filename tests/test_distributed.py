@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from ssma_tf.training.trainer import train
-from trainer_data import tiny_config, write_records
+from trainer_data import tiny_config, write_config_file, write_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,11 +42,9 @@ def test_two_process_multi_worker(tmp_path):
     records = write_records(tmp_path)
     config = tmp_path / "mw.config"
     ckpt = tmp_path / "ckpt"
-    config.write_text(
-        "model: AdapNet_pp\nnum_classes: 2\nwidth_multiplier: 0.125\nbackbone_units: [1, 1, 1, 1]\n"
-        f"height: 32\nwidth: 64\nbatch_size: 4\ntrain_data: {records}\ncheckpoint: {ckpt}\n"
-        "max_iteration: 4\nsave_step: 2\nskip_step: 2\nsummary_step: 0\nstrategy: multi_worker\n"
-        "flip: false\nphotometric: false\nscale_min: 1.0\nscale_max: 1.0\n")
+    write_config_file(config, records, ckpt, batch_size=4, max_iteration=4, save_step=2,
+                      skip_step=2, summary_step=0, strategy="multi_worker", flip=False,
+                      photometric=False, scale_min=1.0, scale_max=1.0)
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []

@@ -10,7 +10,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from trainer_data import write_records
+from trainer_data import write_config_file, write_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,10 +20,8 @@ def test_resume_after_sigkill_continues_at_last_checkpoint(tmp_path):
     records = write_records(tmp_path)
     ckpt = tmp_path / "ckpt"
     config = tmp_path / "r.config"
-    config.write_text(
-        "model: AdapNet_pp\nnum_classes: 2\nwidth_multiplier: 0.125\nbackbone_units: [1, 1, 1, 1]\n"
-        f"height: 32\nwidth: 64\nbatch_size: 2\ntrain_data: {records}\ncheckpoint: {ckpt}\n"
-        "max_iteration: 400\nsave_step: 3\nskip_step: 1\nsummary_step: 0\nkeep_checkpoints: 100\n")
+    write_config_file(config, records, ckpt, batch_size=2, max_iteration=400, save_step=3,
+                      skip_step=1, summary_step=0, keep_checkpoints=100)
     command = [sys.executable, os.path.join(ROOT, "train.py"), "-c", str(config)]
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,

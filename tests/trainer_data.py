@@ -1,5 +1,7 @@
 """Tiny labeled RGB-D records and configs for the trainer tests."""
 
+import json
+
 import numpy as np
 import tensorflow as tf
 
@@ -41,3 +43,13 @@ def tiny_config(tmp_path, records, **changes):
     values = {**TINY_ADAPNET, "train_data": records, "checkpoint": str(tmp_path / "ckpt"),
               "max_iteration": 10, **changes}
     return config_from_dict(values, "test")
+
+
+def write_config_file(path, records, checkpoint, **keys):
+    """A config file for train.py: TINY_ADAPNET's model and size keys, the data and checkpoint
+    paths, then `keys`, one `key: value` line each."""
+    model_keys = ("model", "num_classes", "width_multiplier", "backbone_units", "height", "width")
+    values = {**{k: TINY_ADAPNET[k] for k in model_keys}, "train_data": str(records),
+              "checkpoint": str(checkpoint), **keys}
+    path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in values.items()))
+    return path
