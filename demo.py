@@ -151,6 +151,7 @@ def semi_demo(out, records):
         _step(f"semi-supervised: training LinearFusion with {framework} (1/20 labels)")
         _, seconds = train_run("demo_semi_train.config", overrides)
         results = evaluate_run("demo_semi_test.config", overrides, "all")
+        print("   mIoU: " + ", ".join(f"{k} {100 * v['miou']:.1f}" for k, v in results.items()))
         rows.append((f"LinearFusion, {framework}", "rgb + depth", results["full"], seconds))
         rows.append((f"LinearFusion, {framework}, depth missing", "rgb", results["no depth"],
                      None))
