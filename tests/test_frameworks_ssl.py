@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from ssma_tf.frameworks import cutmix, modality_dropout
+from ssma_tf.training import checkpoints
 
 SEED = tf.constant([3, 4], tf.int64)
 
@@ -247,20 +248,25 @@ def test_masked_teacher_only_in_mean_teacher_moddrop():
     assert not FRAMEWORKS["m3l"].mask_teacher and FRAMEWORKS["m3l"].mask_student
 
 
-@pytest.mark.parametrize("framework,extra", [("m3l", "teacher"), ("cps", "model2")])
-def test_checkpoint_round_trip_restores_teacher_and_second_network(tmp_path, framework, extra):
-    fw = make(framework)
-    run_steps(fw, 1, batches(["depth", "rgb"]))
+@pytest.mark.parametrize("framework,extra,model", [
+    ("m3l", "teacher", "inline"), ("cps", "model2", "inline"),
+    ("mean_teacher", "teacher", "linearfusion")])  # MiT keeps its blocks in Python lists
+def test_checkpoint_round_trip_restores_teacher_and_second_network(tmp_path, framework, extra,
+                                                                   model):
+    fw = make(framework, model)
+    if model == "inline":
+        run_steps(fw, 1, batches(["depth", "rgb"]))
     items = fw.checkpoint_items()
     assert extra in items and "model" in items
-    path = tf.train.Checkpoint(**items).save(str(tmp_path / "ckpt"))
-    fresh = make(framework)
+    path = tf.train.Checkpoint(**checkpoints.trackable(items)).save(str(tmp_path / "ckpt"))
+    fresh = make(framework, model)
     assert any(not np.array_equal(a, b) for a, b in zip(
         getattr(fresh, extra).get_weights(), getattr(fw, extra).get_weights()))
-    tf.train.Checkpoint(**fresh.checkpoint_items()).restore(path).assert_existing_objects_matched()
+    tf.train.Checkpoint(**checkpoints.trackable(fresh.checkpoint_items())).restore(
+        path).assert_existing_objects_matched()
     for a, b in zip(getattr(fresh, extra).get_weights(), getattr(fw, extra).get_weights()):
         np.testing.assert_array_equal(a, b)
-    assert fresh.eval_model is (fresh.teacher if framework == "m3l" else fresh.model)
+    assert fresh.eval_model is (fresh.teacher if extra == "teacher" else fresh.model)
 
 
 def test_cps_networks_start_different():

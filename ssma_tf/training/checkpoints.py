@@ -2,10 +2,34 @@
 
 import os
 
+import keras
 import tensorflow as tf
 
 from ssma_tf.errors import ConfigError
 from ssma_tf.training.run_info import read_run_info
+
+
+class ModelVariables(tf.Module):
+    """Every variable of a Keras model, keyed by its path. tf.train.Checkpoint follows layer
+    attributes but not layers or weights kept in Python lists (MiT's blocks, the Segformer
+    head's kernels), so checkpoints name each variable explicitly through this."""
+
+    def __init__(self, model):
+        super().__init__()
+        by_path = {}
+        for index, variable in enumerate(model.weights):
+            key = variable.path if variable.path not in by_path else f"{variable.path}#{index}"
+            by_path[key] = variable
+        self.by_path = by_path
+
+
+def trackable(items):
+    """Checkpoint items plus, for each Keras model `name`, its variables as `name_variables`."""
+    out = dict(items)
+    for name, value in items.items():
+        if isinstance(value, keras.Model):
+            out[f"{name}_variables"] = ModelVariables(value)
+    return out
 
 
 def find_checkpoint(path, key="checkpoint"):
@@ -26,7 +50,7 @@ def checkpoint_folder(prefix):
 
 def restore_weights(model, prefix, key):
     """Restore `model` saved as `model` in a training checkpoint; ConfigError on mismatch."""
-    status = tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+    status = tf.train.Checkpoint(**trackable({"model": model})).restore(prefix).expect_partial()
     try:
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError) as exc:

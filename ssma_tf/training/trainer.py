@@ -172,7 +172,8 @@ def train(config, model_builder=None):
     framework = build_framework(config, strategy, channels, model_builder)
 
     write_dir = ckpt_dir if chief else os.path.join(ckpt_dir, f".worker-{worker_id(strategy)}")
-    checkpoint = tf.train.Checkpoint(step=framework.step, **framework.checkpoint_items())
+    checkpoint = tf.train.Checkpoint(step=framework.step,
+                                     **checkpoints.trackable(framework.checkpoint_items()))
     manager = tf.train.CheckpointManager(checkpoint, write_dir, config.keep_checkpoints)
     with strategy.scope():
         if latest:
@@ -230,7 +231,8 @@ def restore_model(config, checkpoint=None):
         channels = {n: s["channels"] for n, s in info["modalities"].items()}
     framework = build_framework(config.replace(mixed_precision="none"),
                                 tf.distribute.get_strategy(), channels)
-    status = tf.train.Checkpoint(**framework.checkpoint_items()).restore(prefix)
+    status = tf.train.Checkpoint(**checkpoints.trackable(framework.checkpoint_items())).restore(
+        prefix)
     try:
         status.expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError) as exc:
