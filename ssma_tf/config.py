@@ -106,7 +106,7 @@ KEYS = {
     # --- semi-supervised ---
     "ema_decay": _k("float", 0.99, "mean-teacher EMA decay"),
     "consistency_weight": _k("float", 1.0, "weight of the pseudo-label / consistency loss"),
-    "rampup_steps": _k("int", 0, "sigmoid ramp-up of the consistency weight"),
+    "rampup_steps": _k("int", 0, "sigmoid ramp-up of the consistency / cps weight (0: off)"),
     "cps_weight": _k("float", 1.5, "cross pseudo supervision weight"),
     "cutmix": _k("bool", False, "CutMix on unlabeled batches (CPS and the mean-teacher family)"),
     # (ssl engineer) consistency target and teacher forward mode, frameworks/mean_teacher.py

@@ -2,7 +2,8 @@
 
 Step (semi.md §4.2, m3l.md §3.6), X = [x_l ; x_u]:
   L = CE(f1(x_l), y) + CE(f2(x_l), y)
-      + cps_weight * (CE(f1(X), argmax f2(X)) + CE(f2(X), argmax f1(X)));
+      + w(t) * (CE(f1(X), argmax f2(X)) + CE(f2(X), argmax f1(X)));
+  w(t) = cps_weight times the mean teacher's sigmoid ramp-up over rampup_steps (0 = off);
   pseudo labels are the argmax of each network's "logits" (the ensemble for LinearFusion);
   the pseudo CE covers every weighted output, so LinearFusion's streams learn from it too.
   Each network has its own optimizer; network 1 is the evaluated model.
@@ -16,7 +17,8 @@ import tensorflow as tf
 
 from ssma_tf.frameworks import cutmix
 from ssma_tf.frameworks.base import Framework
-from ssma_tf.frameworks.mean_teacher import SALT_CUTMIX, concat_inputs, num_rows
+from ssma_tf.frameworks.mean_teacher import (SALT_CUTMIX, concat_inputs, num_rows,
+                                              sigmoid_rampup)
 from ssma_tf.frameworks.modality_dropout import step_seed
 
 
@@ -65,6 +67,7 @@ class CPS(Framework):
             inputs_u = unlabeled
             cps_global = self.global_batch_size + self.global_unlabeled_batch_size
         batch = concat_inputs(inputs_l, inputs_u)
+        weight = self.config.cps_weight * sigmoid_rampup(self.step, self.config.rampup_steps)
         with tf.GradientTape(persistent=True) as tape:
             out1 = self.model(batch, training=True)
             out2 = self.model2(batch, training=True)
@@ -82,7 +85,7 @@ class CPS(Framework):
             cps = (self.supervised_loss(labels2, out1, global_batch_size=cps_global, ohem=False)
                    + self.supervised_loss(labels1, out2, global_batch_size=cps_global,
                                           ohem=False))
-            loss = sup1 + sup2 + self.config.cps_weight * cps + penalty
+            loss = sup1 + sup2 + weight * cps + penalty
         self.optimizer.apply(tape, loss)
         self.optimizer2.apply(tape, loss)
         del tape
