@@ -6,7 +6,9 @@ writes round-robin into one TFRecordWriter per shard under temporary names and r
 everything, sidecar last, only once every sample converted. Any error removes the temps.
 """
 
+import collections
 import dataclasses
+import itertools
 import json
 import multiprocessing
 import os
@@ -188,6 +190,19 @@ class _Progress:
             logging.info("converted %d/%d", done, self.total)
 
 
+def _in_order(pool, entries, window):
+    """Worker results in list order with at most `window` samples in flight, so that after
+    an error (raised here by .get()) only those few remain to finish before the pool closes."""
+    entries = iter(entries)
+    pending = collections.deque(pool.apply_async(_encode_in_worker, (entry,))
+                                for entry in itertools.islice(entries, window))
+    while pending:
+        result = pending.popleft().get()
+        for entry in itertools.islice(entries, 1):
+            pending.append(pool.apply_async(_encode_in_worker, (entry,)))
+        yield result
+
+
 def convert(list_path, record_path, *, modalities=("rgb", "depth"), unlabeled=False,
             encodings_by_name=None, depth_scale=0.001, intrinsics=None, fill_holes=False,
             jet_max_depth=None, num_classes=None, ignore_label=255, label_map=None,
@@ -239,7 +254,7 @@ def convert(list_path, record_path, *, modalities=("rgb", "depth"), unlabeled=Fa
         writers = [tf.io.TFRecordWriter(t) for t in temps]
         if workers > 1:
             pool = multiprocessing.get_context("fork").Pool(workers, _init_worker, (job,))
-            results = pool.imap(_encode_in_worker, entries, chunksize=4)
+            results = _in_order(pool, entries, window=4 * workers)
         else:
             results = (_encode_entry(e, job) for e in entries)
         for i, (serialized, hist) in enumerate(results):
@@ -268,8 +283,8 @@ def convert(list_path, record_path, *, modalities=("rgb", "depth"), unlabeled=Fa
                 os.remove(path)
         raise
     finally:
-        if pool is not None:
-            pool.terminate()
+        if pool is not None:  # close + join: terminate() can deadlock in a forked TF process
+            pool.close()
             pool.join()
     logging.info("wrote %d examples to %s (%d shard%s)", len(entries), record_path, num_shards,
                  "s" if num_shards > 1 else "")
