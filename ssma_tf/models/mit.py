@@ -69,7 +69,7 @@ _xla_friendly = keras.backend.backend() == "jax"
 
 
 def set_xla_friendly(enabled: bool) -> None:
-    """Trace later MiT/Segformer calls for XLA (set before tf.function(jit_compile=True))."""
+    """Trace later MiT/Segformer calls for XLA (set it before jit-compiling the step)."""
     global _xla_friendly
     _xla_friendly = bool(enabled)
 
