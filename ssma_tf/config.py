@@ -108,6 +108,8 @@ KEYS = {
     "consistency_weight": _k("float", 1.0, "weight of the pseudo-label / consistency loss"),
     "rampup_steps": _k("int", 0, "sigmoid ramp-up of the consistency / cps weight (0: off)"),
     "cps_weight": _k("float", 1.5, "cross pseudo supervision weight"),
+    "pseudo_threshold": _k("float", 0.0, "hard pseudo labels: pixels whose top softmax probability"
+                           " is below this are not trained (0: all, as M3L and CPS)"),
     "cutmix": _k("bool", False, "CutMix on unlabeled batches (CPS and the mean-teacher family)"),
     # (ssl engineer) consistency target and teacher forward mode, frameworks/mean_teacher.py
     "consistency": _k("str", "pseudo_ce", "mean-teacher consistency: hard pseudo-label CE (M3L)"

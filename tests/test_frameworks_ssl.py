@@ -93,6 +93,18 @@ def test_cutmix_takes_partner_pixels_where_mask_is_one():
         np.testing.assert_array_equal(mixed_labels[row], np.where(m[row], partner, row))
 
 
+def test_pseudo_labels_below_the_threshold_become_ignore():
+    from ssma_tf.frameworks.losses import hard_pseudo_labels
+    # top probabilities: 0.98 (class 2), 0.6 (class 0), 0.5 (class 1)
+    probs = np.array([[[[0.01, 0.01, 0.98], [0.6, 0.3, 0.1], [0.25, 0.5, 0.25]]]], np.float32)
+    logits = tf.math.log(tf.constant(probs))
+    np.testing.assert_array_equal(hard_pseudo_labels(logits).numpy(), [[[2, 0, 1]]])
+    np.testing.assert_array_equal(
+        hard_pseudo_labels(logits, threshold=0.55, ignore_label=255).numpy(), [[[2, 0, 255]]])
+    np.testing.assert_array_equal(
+        hard_pseudo_labels(logits, threshold=0.9, ignore_label=7).numpy(), [[[2, 7, 7]]])
+
+
 # --- frameworks --------------------------------------------------------------------------
 
 from ssma_tf.config import config_from_dict  # noqa: E402
@@ -184,6 +196,24 @@ def test_every_framework_trains_with_finite_logged_losses(framework, model):
         assert {"consistency_loss", "supervised_loss"} <= set(logs[0])
     outputs = fw.eval_model(data[0][0], training=False)
     assert outputs["logits"].shape == (L, H, W, NUM_CLASSES)
+
+
+@pytest.mark.parametrize("framework", ["mean_teacher", "cps"])
+def test_frameworks_leave_unconfident_pixels_out_of_the_pseudo_labels(framework):
+    fw = make(framework, teacher_train_mode=False)
+    (inputs_l, _), inputs_u = batches(["depth", "rgb"])
+    labeler = fw.teacher if framework == "mean_teacher" else fw.model
+    logits = labeler(inputs_u, training=False)["logits"].numpy()
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    confidence = (probs / probs.sum(-1, keepdims=True)).max(-1)
+    fw.config = fw.config.replace(pseudo_threshold=float(np.median(confidence)))
+    if framework == "mean_teacher":
+        labels = fw._teacher_targets(inputs_u, 0).numpy()
+    else:
+        labels = fw._pseudo_labels(fw.model(inputs_u, training=False)).numpy()
+    expected = np.where(confidence >= np.median(confidence), logits.argmax(-1), 255)
+    np.testing.assert_array_equal(labels, expected)
+    assert 0.3 < np.mean(labels == 255) < 0.7
 
 
 @pytest.mark.parametrize("framework", ["mean_teacher", "cps"])

@@ -42,6 +42,17 @@ def segmentation_loss(labels, logits, *, num_classes, ignore_label=255, global_b
     return tf.reduce_sum(per_image) / tf.cast(global_batch_size, tf.float32)
 
 
+def hard_pseudo_labels(logits, *, threshold=0.0, ignore_label=255):
+    """argmax of `logits` [B, H, W, C] as int32 [B, H, W], without gradient; pixels whose top
+    softmax probability is below `threshold` (0: keep all) become `ignore_label`."""
+    logits = tf.stop_gradient(tf.cast(logits, tf.float32))
+    labels = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    if threshold > 0:
+        confident = tf.reduce_max(tf.nn.softmax(logits), axis=-1) >= threshold
+        labels = tf.where(confident, labels, ignore_label)
+    return labels
+
+
 def penalty_loss(outputs, weights, *, global_batch_size):
     """Weighted per-image penalty outputs ([B], e.g. TokenFusion's "mask_l1"), summed over
     the rows and divided by the global batch; 0.0 when `weights` is empty."""

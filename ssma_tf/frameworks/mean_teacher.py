@@ -9,7 +9,9 @@ One step (M3L `meanteacher`, TorchSemiSeg MT):
 Choices, all documented in the config keys:
 - `consistency: pseudo_ce` (default, M3L): hard pseudo labels argmax(teacher "logits") (the
   ensemble for LinearFusion), cross-entropy on every weighted student output (a pseudo
-  label equal to `ignore_label`, e.g. SSMA's void class 0, is not trained, like the truth);
+  label equal to `ignore_label`, e.g. SSMA's void class 0, is not trained, like the truth;
+  `pseudo_threshold` > 0 also leaves out pixels the teacher is less sure of, FixMatch-style;
+  M3L has no threshold, so the default is 0);
   `softmax_mse` (TorchSemiSeg MT, use consistency_weight 100): mean squared error between
   the student's and the teacher's softmax.
 - `rampup_steps`: sigmoid ramp-up exp(-5 (1 - t/T)^2) of the weight; 0 = constant (M3L).
@@ -29,6 +31,7 @@ from absl import logging
 
 from ssma_tf.frameworks import cutmix, modality_dropout
 from ssma_tf.frameworks.base import Framework
+from ssma_tf.frameworks.losses import hard_pseudo_labels
 
 SALT_STUDENT_MASK, SALT_TEACHER_MASK, SALT_CUTMIX = 1, 2, 3
 
@@ -114,7 +117,8 @@ class MeanTeacher(Framework):
             self.teacher(batch, training=self.config.teacher_train_mode)["logits"])
         if self.config.consistency == "softmax_mse":
             return tf.nn.softmax(tf.cast(logits, tf.float32))
-        return tf.argmax(logits, axis=-1, output_type=tf.int32)
+        return hard_pseudo_labels(logits, threshold=self.config.pseudo_threshold,
+                                  ignore_label=self.config.ignore_label)
 
     def consistency_loss(self, targets, outputs, global_batch_size):
         """Pseudo-label CE (no OHEM) or softmax MSE over the model's weighted outputs."""
