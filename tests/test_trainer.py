@@ -167,3 +167,17 @@ def test_stage2_initialises_frozen_experts_from_stage1(tmp_path, records):
     with pytest.raises(ConfigError, match=r"key 'checkpoint2'.*expected an AdapNet_pp expert "
                                           r"of \['depth'\]"):
         train(ssma.replace(checkpoint2=rgb.checkpoint, checkpoint=str(tmp_path / "s4")))
+
+
+def test_unlabeled_stream_draws_its_own_augmentation(tmp_path, records):
+    """Same records in both streams: the crops and flips must still differ (independent seeds),
+    else every unlabeled row would share its labeled row's geometry."""
+    from ssma_tf.frameworks import FRAMEWORKS
+    from ssma_tf.training.trainer import _datasets
+    config = tiny_config(tmp_path, records, framework="mean_teacher", unlabeled_data=records,
+                         shuffle_buffer=1, scale_min=0.5, scale_max=2.0, flip=True)
+    framework = FRAMEWORKS["mean_teacher"](config, None)
+    labeled, unlabeled = _datasets(config, tf.distribute.get_strategy(), framework, 0)
+    (inputs_l, _), inputs_u = next(labeled), next(unlabeled)
+    assert inputs_l["rgb"].shape == inputs_u["rgb"].shape
+    assert not np.allclose(inputs_l["rgb"].numpy(), inputs_u["rgb"].numpy())

@@ -48,17 +48,24 @@ def _set_precision(config):
     keras.mixed_precision.set_global_policy(policy)
 
 
+UNLABELED_SEED_OFFSET = 1_000_003
+
+
 def _datasets(config, strategy, framework, seed):
     """Distributed iterators: labeled stream and (if the framework wants it) unlabeled."""
     crop = (config.height, config.width)
 
     def stream(records, batch_size, labeled, two_views=False, subset=None):
+        # the unlabeled stream draws its own crops, flips and jitter, not the labeled stream's
+        stream_seed = seed if labeled else seed + UNLABELED_SEED_OFFSET
+
         def dataset_fn(ctx):
             return train_dataset(
                 records, modalities=config.modalities,
                 batch_size=ctx.get_per_replica_batch_size(batch_size), crop=crop,
                 ignore_label=config.ignore_label, scale_range=(config.scale_min, config.scale_max),
-                flip=config.flip, photometric=config.photometric, seed=seed, input_context=ctx,
+                flip=config.flip, photometric=config.photometric, seed=stream_seed,
+                input_context=ctx,
                 labeled=labeled, two_views=two_views, shuffle_buffer=config.shuffle_buffer,
                 depth_max=config.depth_max, subset=subset)
         return iter(strategy.distribute_datasets_from_function(dataset_fn))
