@@ -105,6 +105,19 @@ def test_pseudo_labels_below_the_threshold_become_ignore():
         hard_pseudo_labels(logits, threshold=0.9, ignore_label=7).numpy(), [[[2, 7, 7]]])
 
 
+def test_crop_padding_gets_no_pseudo_label():
+    from ssma_tf.frameworks.losses import hard_pseudo_labels
+    inputs = {m: v.numpy() for m, v in _inputs(batch=2).items()}
+    for value in inputs.values():
+        value[0, :3] = 0.0                    # padding rows: zero in every modality
+    inputs["depth"][1, :, :5] = 0.0           # a depth hole alone is not padding
+    logits = tf.one_hot(tf.fill([2, 8, 16], 3), 5)
+    labels = hard_pseudo_labels(logits, {m: tf.constant(v) for m, v in inputs.items()},
+                                ignore_label=255).numpy()
+    assert np.all(labels[0, :3] == 255) and np.all(labels[0, 3:] == 3)
+    assert np.all(labels[1] == 3)
+
+
 # --- frameworks --------------------------------------------------------------------------
 
 from ssma_tf.config import config_from_dict  # noqa: E402
@@ -210,7 +223,7 @@ def test_frameworks_leave_unconfident_pixels_out_of_the_pseudo_labels(framework)
     if framework == "mean_teacher":
         labels = fw._teacher_targets(inputs_u, 0).numpy()
     else:
-        labels = fw._pseudo_labels(fw.model(inputs_u, training=False)).numpy()
+        labels = fw._pseudo_labels(fw.model(inputs_u, training=False), inputs_u).numpy()
     expected = np.where(confidence >= np.median(confidence), logits.argmax(-1), 255)
     np.testing.assert_array_equal(labels, expected)
     assert 0.3 < np.mean(labels == 255) < 0.7

@@ -5,7 +5,8 @@ Step (semi.md §4.2, m3l.md §3.6), X = [x_l ; x_u]:
       + w(t) * (CE(f1(X), argmax f2(X)) + CE(f2(X), argmax f1(X)));
   w(t) = cps_weight times the mean teacher's sigmoid ramp-up over rampup_steps (0 = off);
   pseudo labels are the argmax of each network's "logits" (the ensemble for LinearFusion),
-  pixels below `pseudo_threshold` confidence left out (default 0: none, as the original);
+  pixels below `pseudo_threshold` confidence left out (default 0: none, as the original),
+  crop padding (zero in every modality) left out like the truth's;
   the pseudo CE covers every weighted output, so LinearFusion's streams learn from it too.
   Each network has its own optimizer; network 1 is the evaluated model.
 With `cutmix` (semi.md §4.3): each network first labels the unmixed x_u without gradient
@@ -44,8 +45,9 @@ class CPS(Framework):
     def eval_model(self):
         return self.model
 
-    def _pseudo_labels(self, outputs):
-        return hard_pseudo_labels(outputs["logits"], threshold=self.config.pseudo_threshold,
+    def _pseudo_labels(self, outputs, inputs):
+        return hard_pseudo_labels(outputs["logits"], inputs,
+                                  threshold=self.config.pseudo_threshold,
                                   ignore_label=self.config.ignore_label)
 
     def _mixed_unlabeled(self, inputs_u):
@@ -54,8 +56,10 @@ class CPS(Framework):
         mask = cutmix.box_masks(step_seed(self.config.seed, self.step, SALT_CUTMIX),
                                 num_rows(inputs_u), tf.shape(first)[1], tf.shape(first)[2])
         mode = self.config.teacher_train_mode
-        labels1 = cutmix.cutmix(self._pseudo_labels(self.model(inputs_u, training=mode)), mask)
-        labels2 = cutmix.cutmix(self._pseudo_labels(self.model2(inputs_u, training=mode)), mask)
+        labels1 = cutmix.cutmix(
+            self._pseudo_labels(self.model(inputs_u, training=mode), inputs_u), mask)
+        labels2 = cutmix.cutmix(
+            self._pseudo_labels(self.model2(inputs_u, training=mode), inputs_u), mask)
         mixed = {name: cutmix.cutmix(value, mask) for name, value in inputs_u.items()}
         return mixed, labels1, labels2
 
@@ -83,7 +87,8 @@ class CPS(Framework):
                 out2 = {k: v[rows_l:] for k, v in out2.items()}
                 labels1, labels2 = mixed_labels1, mixed_labels2
             else:
-                labels1, labels2 = self._pseudo_labels(out1), self._pseudo_labels(out2)
+                labels1 = self._pseudo_labels(out1, batch)
+                labels2 = self._pseudo_labels(out2, batch)
             cps = (self.supervised_loss(labels2, out1, global_batch_size=cps_global, ohem=False)
                    + self.supervised_loss(labels1, out2, global_batch_size=cps_global,
                                           ohem=False))

@@ -11,7 +11,8 @@ Choices, all documented in the config keys:
   ensemble for LinearFusion), cross-entropy on every weighted student output (a pseudo
   label equal to `ignore_label`, e.g. SSMA's void class 0, is not trained, like the truth;
   `pseudo_threshold` > 0 also leaves out pixels the teacher is less sure of, FixMatch-style;
-  M3L has no threshold, so the default is 0);
+  M3L has no threshold, so the default is 0; crop padding, zero in every modality, gets
+  no pseudo label, as it gets no true label);
   `softmax_mse` (TorchSemiSeg MT, use consistency_weight 100): mean squared error between
   the student's and the teacher's softmax.
 - `rampup_steps`: sigmoid ramp-up exp(-5 (1 - t/T)^2) of the weight; 0 = constant (M3L).
@@ -109,15 +110,17 @@ class MeanTeacher(Framework):
         return modality_dropout.step_seed(self.config.seed, self.step, salt)
 
     def _teacher_targets(self, batch, labeled_rows):
-        """Pseudo labels (int32 [B,H,W]) or probabilities ([B,H,W,C]) for every row."""
+        """Pseudo labels (int32 [B,H,W], none on crop padding) or probabilities
+        ([B,H,W,C]) for every row."""
+        teacher_batch = batch
         if self.mask_teacher:
-            batch = modality_dropout.random_modality_mask(
+            teacher_batch = modality_dropout.random_modality_mask(
                 batch, self._seed(SALT_TEACHER_MASK), (labeled_rows, num_rows(batch)))
         logits = tf.stop_gradient(
-            self.teacher(batch, training=self.config.teacher_train_mode)["logits"])
+            self.teacher(teacher_batch, training=self.config.teacher_train_mode)["logits"])
         if self.config.consistency == "softmax_mse":
             return tf.nn.softmax(tf.cast(logits, tf.float32))
-        return hard_pseudo_labels(logits, threshold=self.config.pseudo_threshold,
+        return hard_pseudo_labels(logits, batch, threshold=self.config.pseudo_threshold,
                                   ignore_label=self.config.ignore_label)
 
     def consistency_loss(self, targets, outputs, global_batch_size):
