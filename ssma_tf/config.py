@@ -110,6 +110,8 @@ KEYS = {
     "cps_weight": _k("float", 1.5, "cross pseudo supervision weight"),
     "pseudo_threshold": _k("float", 0.0, "hard pseudo labels: pixels whose top softmax probability"
                            " is below this are not trained (0: all, as M3L and CPS)"),
+    "pseudo_rows": _k("str", "all", "rows trained on pseudo labels: all (M3L, CPS) or unlabeled"
+                      " (U2PL, s4GAN)", ("all", "unlabeled")),
     "cutmix": _k("bool", False, "CutMix on unlabeled batches (CPS and the mean-teacher family)"),
     # (ssl engineer) consistency target and teacher forward mode, frameworks/mean_teacher.py
     "consistency": _k("str", "pseudo_ce", "mean-teacher consistency: hard pseudo-label CE (M3L)"

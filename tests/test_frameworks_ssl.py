@@ -348,3 +348,21 @@ def test_teacher_takes_student_weights_loaded_after_build_at_step_zero():
     fw.prepare_batches(inputs_l, labels, inputs_u)
     for teacher, student in zip(fw.teacher.get_weights(), loaded):
         np.testing.assert_array_equal(teacher, student)
+
+
+@pytest.mark.parametrize("framework", ["mean_teacher", "m3l", "cps"])
+@pytest.mark.parametrize("rows", ["all", "unlabeled"])
+def test_pseudo_rows_picks_the_rows_trained_on_pseudo_labels(framework, rows):
+    fw = make(framework, pseudo_rows=rows)
+    pseudo_label_rows = []
+    supervised_loss = fw.supervised_loss
+
+    def recording_loss(labels, outputs, *, global_batch_size=None, ohem=True):
+        if not ohem:                                   # the pseudo-label terms
+            pseudo_label_rows.append((labels.shape[0], outputs["logits"].shape[0]))
+        return supervised_loss(labels, outputs, global_batch_size=global_batch_size, ohem=ohem)
+    fw.supervised_loss = recording_loss
+    run_steps(fw, 1, batches(["depth", "rgb"]))
+    labeled_rows = fw.labeled_copies * L if framework != "cps" else L
+    expected = U if rows == "unlabeled" else labeled_rows + U
+    assert pseudo_label_rows and all(r == (expected, expected) for r in pseudo_label_rows)

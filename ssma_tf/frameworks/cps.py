@@ -6,7 +6,8 @@ Step (semi.md §4.2, m3l.md §3.6), X = [x_l ; x_u]:
   w(t) = cps_weight times the mean teacher's sigmoid ramp-up over rampup_steps (0 = off);
   pseudo labels are the argmax of each network's "logits" (the ensemble for LinearFusion),
   pixels below `pseudo_threshold` confidence left out (default 0: none, as the original),
-  crop padding (zero in every modality) left out like the truth's;
+  crop padding (zero in every modality) left out like the truth's; `pseudo_rows:
+  unlabeled` restricts the CPS term to the x_u rows (default all, as the original);
   the pseudo CE covers every weighted output, so LinearFusion's streams learn from it too.
   Each network has its own optimizer; network 1 is the evaluated model.
 With `cutmix` (semi.md §4.3): each network first labels the unmixed x_u without gradient
@@ -66,12 +67,13 @@ class CPS(Framework):
     def train_step(self, labeled, unlabeled=None):
         inputs_l, labels = labeled
         rows_l = num_rows(inputs_l)
+        unlabeled_only = self.config.cutmix or self.config.pseudo_rows == "unlabeled"
+        inputs_u = unlabeled
         if self.config.cutmix:
             inputs_u, mixed_labels1, mixed_labels2 = self._mixed_unlabeled(unlabeled)
-            cps_global = self.global_unlabeled_batch_size
-        else:
-            inputs_u = unlabeled
-            cps_global = self.global_batch_size + self.global_unlabeled_batch_size
+        cps_global = self.global_unlabeled_batch_size
+        if not unlabeled_only:
+            cps_global += self.global_batch_size
         batch = concat_inputs(inputs_l, inputs_u)
         weight = self.config.cps_weight * sigmoid_rampup(self.step, self.config.rampup_steps)
         with tf.GradientTape(persistent=True) as tape:
@@ -82,13 +84,15 @@ class CPS(Framework):
                        + self.penalty_loss(self.model2, out2, rows_global))
             sup1 = self.supervised_loss(labels, {k: v[:rows_l] for k, v in out1.items()})
             sup2 = self.supervised_loss(labels, {k: v[:rows_l] for k, v in out2.items()})
+            start = rows_l if unlabeled_only else 0     # first row of the CPS term
+            out1 = {k: v[start:] for k, v in out1.items()}
+            out2 = {k: v[start:] for k, v in out2.items()}
             if self.config.cutmix:
-                out1 = {k: v[rows_l:] for k, v in out1.items()}
-                out2 = {k: v[rows_l:] for k, v in out2.items()}
                 labels1, labels2 = mixed_labels1, mixed_labels2
             else:
-                labels1 = self._pseudo_labels(out1, batch)
-                labels2 = self._pseudo_labels(out2, batch)
+                rows = {m: v[start:] for m, v in batch.items()}
+                labels1 = self._pseudo_labels(out1, rows)
+                labels2 = self._pseudo_labels(out2, rows)
             cps = (self.supervised_loss(labels2, out1, global_batch_size=cps_global, ohem=False)
                    + self.supervised_loss(labels1, out2, global_batch_size=cps_global,
                                           ohem=False))

@@ -15,6 +15,8 @@ Choices, all documented in the config keys:
   no pseudo label, as it gets no true label);
   `softmax_mse` (TorchSemiSeg MT, use consistency_weight 100): mean squared error between
   the student's and the teacher's softmax.
+- `pseudo_rows: unlabeled` trains the pseudo labels on the unlabeled rows only (U2PL,
+  s4GAN); the default `all` also puts them on the labeled rows, as M3L does.
 - `rampup_steps`: sigmoid ramp-up exp(-5 (1 - t/T)^2) of the weight; 0 = constant (M3L).
 - The EMA covers ALL model variables: trainable ones, the mask token and the BatchNorm
   moving statistics (so the evaluated teacher's statistics are averaged like its weights).
@@ -173,7 +175,12 @@ class MeanTeacher(Framework):
             supervised = self.supervised_loss(
                 sup_labels, {k: v[:sup_rows] for k, v in outputs.items()},
                 global_batch_size=sup_global)
-            consistency = self.consistency_loss(targets, outputs, all_global)
+            if self.config.pseudo_rows == "unlabeled":
+                consistency = self.consistency_loss(
+                    targets[sup_rows:], {k: v[sup_rows:] for k, v in outputs.items()},
+                    self.global_unlabeled_batch_size)
+            else:
+                consistency = self.consistency_loss(targets, outputs, all_global)
             loss = supervised + weight * consistency
             loss += self.penalty_loss(self.model, outputs, all_global)
         self.optimizer.apply(tape, loss)
