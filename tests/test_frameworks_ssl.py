@@ -98,11 +98,13 @@ def test_pseudo_labels_below_the_threshold_become_ignore():
     # top probabilities: 0.98 (class 2), 0.6 (class 0), 0.5 (class 1)
     probs = np.array([[[[0.01, 0.01, 0.98], [0.6, 0.3, 0.1], [0.25, 0.5, 0.25]]]], np.float32)
     logits = tf.math.log(tf.constant(probs))
-    np.testing.assert_array_equal(hard_pseudo_labels(logits).numpy(), [[[2, 0, 1]]])
+    inputs = {"rgb": tf.ones([1, 1, 3, 3])}   # no padding
+    np.testing.assert_array_equal(hard_pseudo_labels(logits, inputs).numpy(), [[[2, 0, 1]]])
     np.testing.assert_array_equal(
-        hard_pseudo_labels(logits, threshold=0.55, ignore_label=255).numpy(), [[[2, 0, 255]]])
+        hard_pseudo_labels(logits, inputs, threshold=0.55, ignore_label=255).numpy(),
+        [[[2, 0, 255]]])
     np.testing.assert_array_equal(
-        hard_pseudo_labels(logits, threshold=0.9, ignore_label=7).numpy(), [[[2, 7, 7]]])
+        hard_pseudo_labels(logits, inputs, threshold=0.9, ignore_label=7).numpy(), [[[2, 7, 7]]])
 
 
 def test_crop_padding_gets_no_pseudo_label():

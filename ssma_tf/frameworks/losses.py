@@ -49,18 +49,16 @@ def padding_pixels(inputs):
     return tf.reduce_all(tf.stack(zero), axis=0)
 
 
-def hard_pseudo_labels(logits, inputs=None, *, threshold=0.0, ignore_label=255):
+def hard_pseudo_labels(logits, inputs, *, threshold=0.0, ignore_label=255):
     """argmax of `logits` [B, H, W, C] as int32 [B, H, W], without gradient; pixels whose top
-    softmax probability is below `threshold` (0: keep all) and, given the `inputs` dict the
-    logits came from, padding pixels become `ignore_label`."""
+    softmax probability is below `threshold` (0: keep all) and padding pixels of the `inputs`
+    dict the logits came from become `ignore_label`."""
     logits = tf.stop_gradient(tf.cast(logits, tf.float32))
     labels = tf.argmax(logits, axis=-1, output_type=tf.int32)
     if threshold > 0:
         confident = tf.reduce_max(tf.nn.softmax(logits), axis=-1) >= threshold
         labels = tf.where(confident, labels, ignore_label)
-    if inputs is not None:
-        labels = tf.where(padding_pixels(inputs), ignore_label, labels)
-    return labels
+    return tf.where(padding_pixels(inputs), ignore_label, labels)
 
 
 def penalty_loss(outputs, weights, *, global_batch_size):
