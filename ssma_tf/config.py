@@ -104,12 +104,18 @@ KEYS = {
     "summary_step": _k("int", 100, "write TensorBoard prediction images every N steps"),
     "keep_checkpoints": _k("int", 5, "checkpoints kept in the checkpoint folder"),
     # --- semi-supervised ---
+    "sup_only_steps": _k("int", 0, "semi-supervised frameworks: first steps on labeled batches"
+                         " only (U2PL's sup_only_epoch); the teacher then copies the student"
+                         " and ramp-up / EMA count from there"),
     "ema_decay": _k("float", 0.99, "mean-teacher EMA decay"),
     "consistency_weight": _k("float", 1.0, "weight of the pseudo-label / consistency loss"),
     "rampup_steps": _k("int", 0, "sigmoid ramp-up of the consistency / cps weight (0: off)"),
     "cps_weight": _k("float", 1.5, "cross pseudo supervision weight"),
     "pseudo_threshold": _k("float", 0.0, "hard pseudo labels: pixels whose top softmax probability"
                            " is below this are not trained (0: all, as M3L and CPS)"),
+    "pseudo_class_ratio": _k("float", 0.0, "hard pseudo labels: every predicted class also keeps"
+                             " its top fraction of pixels by confidence (DMT's class-balanced"
+                             " selection, per batch; 0: off)"),
     "pseudo_rows": _k("str", "all", "rows trained on pseudo labels: all (M3L, CPS) or unlabeled"
                       " (U2PL, s4GAN)", ("all", "unlabeled")),
     "cutmix": _k("bool", False, "CutMix on unlabeled batches (CPS and the mean-teacher family)"),

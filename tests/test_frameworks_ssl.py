@@ -107,6 +107,31 @@ def test_pseudo_labels_below_the_threshold_become_ignore():
         hard_pseudo_labels(logits, inputs, threshold=0.9, ignore_label=7).numpy(), [[[2, 7, 7]]])
 
 
+def test_class_ratio_keeps_the_top_fraction_of_every_predicted_class():
+    from ssma_tf.frameworks.losses import hard_pseudo_labels
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 6, 10, 4)).astype(np.float32) * 3.0
+    logits[..., 3] -= 4.0                     # class 3: rare and never confident
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    confidence, predicted = probs.max(-1), probs.argmax(-1)
+    inputs = {"rgb": tf.ones([2, 6, 10, 3])}
+    balanced = hard_pseudo_labels(tf.constant(logits), inputs, class_ratio=0.5).numpy()
+    for c in range(4):
+        conf_c = np.sort(confidence[predicted == c])[::-1]
+        kept = int(len(conf_c) * 0.5)
+        expected = predicted == c if kept == 0 else (
+            (predicted == c) & (confidence >= conf_c[kept - 1]))
+        np.testing.assert_array_equal(balanced == c, expected)
+    assert 0 < np.sum(balanced == 3) < np.sum(predicted == 3)
+    # With a threshold, a pixel is kept when it passes either rule: class 0 keeps its top
+    # third (0.98) by ratio and 0.95 by threshold, class 1 its top half (0.5) by ratio only.
+    probs = np.array([[[[0.98, 0.01, 0.01], [0.95, 0.04, 0.01], [0.6, 0.3, 0.1],
+                        [0.25, 0.5, 0.25], [0.3, 0.45, 0.25]]]], np.float32)
+    both = hard_pseudo_labels(tf.math.log(tf.constant(probs)), {"rgb": tf.ones([1, 1, 5, 3])},
+                              threshold=0.9, class_ratio=0.5)
+    np.testing.assert_array_equal(both.numpy(), [[[0, 0, 255, 1, 255]]])
+
+
 def test_crop_padding_gets_no_pseudo_label():
     from ssma_tf.frameworks.losses import hard_pseudo_labels
     inputs = {m: v.numpy() for m, v in _inputs(batch=2).items()}
@@ -267,6 +292,33 @@ def test_ema_decay_and_rampup_schedules():
     assert float(sigmoid_rampup(0, 100)) == pytest.approx(np.exp(-5.0))
     assert float(sigmoid_rampup(50, 100)) == pytest.approx(np.exp(-1.25))
     assert float(sigmoid_rampup(200, 100)) == 1.0
+
+
+def test_sup_only_steps_train_on_labels_then_the_teacher_starts_from_the_student():
+    fw = make("mean_teacher", sup_only_steps=2, rampup_steps=10)
+    data = batches(["depth", "rgb"])
+    teacher_before = [w.numpy() for w in fw.teacher.weights]
+    student_before = [w.numpy() for w in fw.model.trainable_weights]
+    for _ in range(2):
+        logs = fw.supervised_only_step(data[0])
+        fw.step.assign_add(1)
+    assert set(logs) == {"loss", "learning_rate"}
+    for before, after in zip(teacher_before, fw.teacher.weights):
+        np.testing.assert_array_equal(before, after.numpy())
+    assert any(not np.allclose(b, a.numpy())
+               for b, a in zip(student_before, fw.model.trainable_weights))
+    logs = run_steps(fw, 1, data)[0]
+    assert logs["consistency_weight"] == pytest.approx(np.exp(-5.0))   # ramp-up from step 2
+    for teacher, student in zip(fw.teacher.weights, fw.model.weights):  # decay 0: a copy
+        np.testing.assert_allclose(teacher.numpy(), student.numpy(), rtol=1e-6)
+
+
+def test_cps_supervised_only_step_trains_both_networks():
+    fw = make("cps")
+    before = [[w.numpy() for w in m.trainable_weights] for m in (fw.model, fw.model2)]
+    fw.supervised_only_step(batches(["depth", "rgb"])[0])
+    for weights, model in zip(before, (fw.model, fw.model2)):
+        assert any(not np.allclose(b, a.numpy()) for b, a in zip(weights, model.trainable_weights))
 
 
 def test_m3l_student_batch_duplicates_labeled_rows_and_masks_only_the_range():

@@ -114,6 +114,15 @@ def test_progress_line_format(tmp_path, records, capsys):
                     line)
 
 
+def test_sup_only_steps_run_the_supervised_step_first(tmp_path, records, capsys):
+    train(tiny_config(tmp_path, records, framework="mean_teacher", unlabeled_data=records,
+                      sup_only_steps=2, max_iteration=3, skip_step=1, summary_step=0))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step")]
+    assert len(lines) == 3
+    assert all("consistency_loss" not in line for line in lines[:2])
+    assert "consistency_loss" in lines[2]
+
+
 def test_non_finite_loss_stops_without_saving_bad_state(tmp_path, records):
     config = tiny_config(tmp_path, records, max_iteration=30, save_step=1, summary_step=0,
                          learning_rate=1e30, optimizer="sgd")

@@ -6,6 +6,8 @@ also saved in checkpoints; inside train_step it counts the steps done before thi
 all replicas); `framework.global_unlabeled_batch_size` likewise when `uses_unlabeled`.
 """
 
+import tensorflow as tf
+
 from ssma_tf.frameworks.losses import penalty_loss, supervised_loss
 from ssma_tf.training.optimizers import GroupOptimizer
 
@@ -40,6 +42,31 @@ class Framework:
     def eval_model(self):
         """The model evaluate/export use."""
         raise NotImplementedError
+
+    def networks(self):
+        """[(model, optimizer)] of the networks trained on labels (not an EMA teacher)."""
+        raise NotImplementedError
+
+    def supervised_only_step(self, labeled):
+        """One per-replica step of every network in `networks()` on the labeled batch alone:
+        a supervised step, and for semi-supervised frameworks their first `sup_only_steps`
+        steps (U2PL's sup_only_epoch), before pseudo labels are trusted."""
+        inputs, labels = labeled
+        total = 0.0
+        for model, optimizer in self.networks():
+            with tf.GradientTape() as tape:
+                outputs = model(inputs, training=True)
+                loss = self.supervised_loss(labels, outputs)
+                loss += self.penalty_loss(model, outputs, self.global_batch_size)
+            optimizer.apply(tape, loss)
+            total += loss
+        return {"loss": total, "learning_rate": optimizer.learning_rate()}
+
+    @property
+    def ssl_step(self):
+        """Steps done since the semi-supervised phase began (negative before it): the clock
+        of ramp-ups and of the EMA decay."""
+        return self.step - self.config.sup_only_steps
 
     # --- helpers shared by subclasses ---
 

@@ -46,9 +46,13 @@ class CPS(Framework):
     def eval_model(self):
         return self.model
 
+    def networks(self):
+        return [(self.model, self.optimizer), (self.model2, self.optimizer2)]
+
     def _pseudo_labels(self, outputs, inputs):
         return hard_pseudo_labels(outputs["logits"], inputs,
                                   threshold=self.config.pseudo_threshold,
+                                  class_ratio=self.config.pseudo_class_ratio,
                                   ignore_label=self.config.ignore_label)
 
     def _mixed_unlabeled(self, inputs_u):
@@ -75,7 +79,7 @@ class CPS(Framework):
         if not unlabeled_only:
             cps_global += self.global_batch_size
         batch = concat_inputs(inputs_l, inputs_u)
-        weight = self.config.cps_weight * sigmoid_rampup(self.step, self.config.rampup_steps)
+        weight = self.config.cps_weight * sigmoid_rampup(self.ssl_step, self.config.rampup_steps)
         with tf.GradientTape(persistent=True) as tape:
             out1 = self.model(batch, training=True)
             out2 = self.model2(batch, training=True)

@@ -49,15 +49,38 @@ def padding_pixels(inputs):
     return tf.reduce_all(tf.stack(zero), axis=0)
 
 
-def hard_pseudo_labels(logits, inputs, *, threshold=0.0, ignore_label=255):
-    """argmax of `logits` [B, H, W, C] as int32 [B, H, W], without gradient; pixels whose top
-    softmax probability is below `threshold` (0: keep all) and padding pixels of the `inputs`
-    dict the logits came from become `ignore_label`."""
+def class_top_fraction(labels, confidence, num_classes, ratio):
+    """bool like `labels`: for every class c, the pixels labeled c whose confidence is within
+    the top `ratio` of the batch's c pixels (DMT's class-balanced selection, done per batch;
+    a class with fewer than 1/ratio pixels keeps them all, as DMT)."""
+    flat_labels, flat_conf = tf.reshape(labels, [-1]), tf.reshape(confidence, [-1])
+    keep = tf.zeros_like(labels, dtype=tf.bool)
+    for c in range(num_classes):
+        in_class = tf.equal(flat_labels, c)
+        count = tf.reduce_sum(tf.cast(in_class, tf.float32))
+        kept = tf.cast(tf.floor(count * ratio), tf.int32)
+        ranked = tf.sort(tf.where(in_class, flat_conf, -1.0), direction="DESCENDING")
+        cutoff = tf.where(kept >= 1, ranked[tf.maximum(kept - 1, 0)], 0.0)
+        keep |= tf.equal(labels, c) & (confidence >= cutoff)
+    return keep
+
+
+def hard_pseudo_labels(logits, inputs, *, threshold=0.0, class_ratio=0.0, ignore_label=255):
+    """argmax of `logits` [B, H, W, C] as int32 [B, H, W], without gradient. Pixels become
+    `ignore_label` when they are padding of the `inputs` dict the logits came from, or when
+    their top softmax probability is below `threshold` (0: no threshold) unless, with
+    `class_ratio` > 0, they are in their class's top `class_ratio` (`class_top_fraction`);
+    class_ratio alone (threshold 0) is DMT's class-balanced selection."""
     logits = tf.stop_gradient(tf.cast(logits, tf.float32))
     labels = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    confidence = tf.reduce_max(tf.nn.softmax(logits), axis=-1)
+    keep = tf.ones_like(labels, dtype=tf.bool)
     if threshold > 0:
-        confident = tf.reduce_max(tf.nn.softmax(logits), axis=-1) >= threshold
-        labels = tf.where(confident, labels, ignore_label)
+        keep = confidence >= threshold
+    if class_ratio > 0:
+        balanced = class_top_fraction(labels, confidence, logits.shape[-1], class_ratio)
+        keep = (keep | balanced) if threshold > 0 else balanced
+    labels = tf.where(keep, labels, ignore_label)
     return tf.where(padding_pixels(inputs), ignore_label, labels)
 
 

@@ -4,7 +4,8 @@ One step (M3L `meanteacher`, TorchSemiSeg MT):
   batch X = [x_l ; x_u]; teacher(X) without gradient gives targets for ALL rows;
   loss = supervised(student(X)[:L], y) + w(t) * consistency(student(X), targets);
   the student's optimizer steps, then teacher <- a_t * teacher + (1 - a_t) * student with
-  a_t = min(1 - 1/(t+1), ema_decay) and t the global step (the first update copies).
+  a_t = min(1 - 1/(t+1), ema_decay), t the steps since the semi-supervised phase began
+  (the global step, less `sup_only_steps`; the first update copies).
 
 Choices, all documented in the config keys:
 - `consistency: pseudo_ce` (default, M3L): hard pseudo labels argmax(teacher "logits") (the
@@ -108,6 +109,9 @@ class MeanTeacher(Framework):
     def eval_model(self):
         return self.teacher
 
+    def networks(self):
+        return [(self.model, self.optimizer)]
+
     def _seed(self, salt):
         return modality_dropout.step_seed(self.config.seed, self.step, salt)
 
@@ -123,6 +127,7 @@ class MeanTeacher(Framework):
         if self.config.consistency == "softmax_mse":
             return tf.nn.softmax(tf.cast(logits, tf.float32))
         return hard_pseudo_labels(logits, batch, threshold=self.config.pseudo_threshold,
+                                  class_ratio=self.config.pseudo_class_ratio,
                                   ignore_label=self.config.ignore_label)
 
     def consistency_loss(self, targets, outputs, global_batch_size):
@@ -134,12 +139,13 @@ class MeanTeacher(Framework):
                                     ohem=False)
 
     def _copy_student_at_first_step(self):
-        """teacher <- student at step 0, so weights loaded into the student after `build`
-        (init_checkpoint) reach the teacher before it labels anything."""
+        """teacher <- student when the semi-supervised phase begins (step 0, or
+        sup_only_steps), so weights the student got since `build` (init_checkpoint, the
+        supervised-only steps) reach the teacher before it labels anything."""
         def copy():
             ema_update(self.teacher.weights, self.model.weights, 0.0)
             return tf.constant(True)
-        tf.cond(tf.equal(self.step, 0), copy, lambda: tf.constant(False))
+        tf.cond(tf.equal(self.ssl_step, 0), copy, lambda: tf.constant(False))
 
     def prepare_batches(self, inputs_l, labels, inputs_u):
         """(student batch, supervised labels for its first rows, targets for all rows)."""
@@ -169,7 +175,7 @@ class MeanTeacher(Framework):
         sup_global = self.labeled_copies * self.global_batch_size
         all_global = sup_global + self.global_unlabeled_batch_size
         weight = self.config.consistency_weight * sigmoid_rampup(
-            self.step, self.config.rampup_steps)
+            self.ssl_step, self.config.rampup_steps)
         with tf.GradientTape() as tape:
             outputs = self.model(student_batch, training=True)
             supervised = self.supervised_loss(
@@ -185,6 +191,6 @@ class MeanTeacher(Framework):
             loss += self.penalty_loss(self.model, outputs, all_global)
         self.optimizer.apply(tape, loss)
         ema_update(self.teacher.weights, self.model.weights,
-                   ema_decay(self.step, self.config.ema_decay))
+                   ema_decay(self.ssl_step, self.config.ema_decay))
         return {"loss": loss, "supervised_loss": supervised, "consistency_loss": consistency,
                 "consistency_weight": weight, "learning_rate": self.optimizer.learning_rate()}

@@ -1,7 +1,5 @@
 """Supervised training: labeled batches only, weighted loss over the model's outputs."""
 
-import tensorflow as tf
-
 from ssma_tf.frameworks.base import Framework
 
 
@@ -23,12 +21,9 @@ class Supervised(Framework):
         """Hook for subclasses (e.g. modality dropout) to alter the labeled inputs."""
         return inputs
 
+    def networks(self):
+        return [(self.model, self.optimizer)]
+
     def train_step(self, labeled, unlabeled=None):
         inputs, labels = labeled
-        inputs = self.prepare_inputs(inputs)
-        with tf.GradientTape() as tape:
-            outputs = self.model(inputs, training=True)
-            loss = self.supervised_loss(labels, outputs)
-            loss += self.penalty_loss(self.model, outputs, self.global_batch_size)
-        self.optimizer.apply(tape, loss)
-        return {"loss": loss, "learning_rate": self.optimizer.learning_rate()}
+        return self.supervised_only_step((self.prepare_inputs(inputs), labels))

@@ -139,8 +139,12 @@ def _reduce(strategy, per_replica):
     return out
 
 
-def make_step_fn(config, strategy, framework):
+def make_step_fn(config, strategy, framework, supervised_only=False):
+    """The distributed step: framework.train_step, or with `supervised_only` its
+    supervised_only_step (the unlabeled stream is then not read)."""
     def replica_step(labeled, unlabeled):
+        if supervised_only:
+            return framework.supervised_only_step(labeled)
         return framework.train_step(labeled, unlabeled)
 
     if config.xla:
@@ -151,7 +155,9 @@ def make_step_fn(config, strategy, framework):
     @tf.function
     def step_fn(labeled_it, unlabeled_it):
         labeled = next(labeled_it)
-        unlabeled = next(unlabeled_it) if unlabeled_it is not None else None
+        unlabeled = None
+        if unlabeled_it is not None and not supervised_only:
+            unlabeled = next(unlabeled_it)
         out = _reduce(strategy, strategy.run(replica_step, args=(labeled, unlabeled)))
         framework.step.assign_add(1)
         return out
@@ -197,13 +203,17 @@ def train(config, model_builder=None):
 
     labeled_it, unlabeled_it = _datasets(config, strategy, framework, config.seed + start)
     step_fn = make_step_fn(config, strategy, framework)
+    supervised_until = config.sup_only_steps if framework.uses_unlabeled else 0
+    if supervised_until > start:
+        supervised_fn = make_step_fn(config, strategy, framework, supervised_only=True)
     summaries = Summaries(os.path.join(ckpt_dir, "train") if chief else None, config, specs)
     sample = _summary_batch(config) if chief and config.summary_step > 0 else None
     progress = Progress(start, config.max_iteration, config.batch_size)
     saved_at = start
     try:
         for step in range(start + 1, config.max_iteration + 1):
-            values = {k: float(v) for k, v in step_fn(labeled_it, unlabeled_it).items()}
+            fn = supervised_fn if step <= supervised_until else step_fn
+            values = {k: float(v) for k, v in fn(labeled_it, unlabeled_it).items()}
             bad = [k for k, v in values.items() if "loss" in k and not math.isfinite(v)]
             if bad:
                 raise NonFiniteLossError(
