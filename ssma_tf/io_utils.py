@@ -10,6 +10,15 @@ import numpy as np
 from ssma_tf.errors import InputError
 
 
+def make_folder(path):
+    """os.makedirs(path, exist_ok=True), or an InputError naming the folder when it cannot be
+    made (a file in the way, no permission, read-only disk)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the folder {path}: {exc.strerror or exc}") from None
+
+
 def temp_path(path):
     """The hidden per-process temp name beside `path` that an atomic write renames."""
     folder, base = os.path.split(os.path.abspath(path))
@@ -19,7 +28,7 @@ def temp_path(path):
 @contextlib.contextmanager
 def atomic_write(path, mode="w", **open_kwargs):
     """Open a temp file beside `path`; on success rename it to `path`, else delete it."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    make_folder(os.path.dirname(os.path.abspath(path)))
     tmp = temp_path(path)
     try:
         with open(tmp, mode, **open_kwargs) as handle:
@@ -33,7 +42,7 @@ def atomic_write(path, mode="w", **open_kwargs):
 @contextlib.contextmanager
 def atomic_dir(path):
     """Yield a temp folder beside `path`; on success replace `path` with it, else delete it."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    make_folder(os.path.dirname(os.path.abspath(path)))
     tmp = temp_path(path)
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)

@@ -174,6 +174,13 @@ def test_hha_without_intrinsics_is_a_clear_error(tmp_path):
     assert not (tmp_path / "out.tfrecords").exists()
 
 
+def test_output_folder_that_cannot_be_created_is_a_clear_error(tmp_path):
+    lst, _ = _dataset(tmp_path, n=1)
+    (tmp_path / "blocker").write_text("a file where the output folder should be")
+    with pytest.raises(InputError, match="cannot create the folder .*blocker: File exists"):
+        convert(lst, str(tmp_path / "blocker" / "out.tfrecords"))
+
+
 def _cli(*args):
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run([sys.executable, os.path.join(ROOT, "convert_to_tfrecords.py"), *args],

@@ -58,3 +58,15 @@ def test_train_cli_reports_config_errors(tmp_path):
     assert done.returncode == 2
     assert re.search(r"error: .*bad\.config:2: unknown key 'bach_size' \(did you mean "
                      r"'batch_size'\?\)", done.stderr)
+
+
+def test_train_cli_names_a_checkpoint_folder_it_cannot_create(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the run's parent folder should be")
+    records = write_records(tmp_path)
+    config = write_config_file(tmp_path / "run.config", records, blocker / "run")
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "-c", str(config)],
+                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"error: cannot create the folder {blocker / 'run'}: Not a directory" in done.stderr

@@ -20,6 +20,7 @@ from ssma_tf.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from ssma_tf.data.pipeline import example_dataset, select_modalities, train_dataset
 from ssma_tf.errors import InputError, print_cli_error
 from ssma_tf.evaluation.overlays import colorize, default_palette, write_png
+from ssma_tf.io_utils import make_folder
 
 
 def render_modality(x, spec):
@@ -71,7 +72,7 @@ def browse(records, out, *, num=8, augment=False, dataset=None, modalities=None,
         ds = ds.unbatch()
     else:
         ds = example_dataset(records, modalities=modalities, depth_max=depth_max)
-    os.makedirs(out, exist_ok=True)
+    make_folder(out)
     paths = []
     for index, element in enumerate(ds.take(num)):
         inputs, label = element if info.labeled else (element, None)

@@ -22,7 +22,7 @@ from absl import logging
 from ssma_tf.data import encodings, schema
 from ssma_tf.data.listfile import read_list
 from ssma_tf.errors import InputError
-from ssma_tf.io_utils import temp_path
+from ssma_tf.io_utils import make_folder, temp_path
 
 DEFAULT_ENCODINGS = {"rgb": "color", "depth": "raw"}
 
@@ -245,7 +245,7 @@ def convert(list_path, record_path, *, modalities=("rgb", "depth"), unlabeled=Fa
     entries = read_list(list_path, list(modalities) + ([] if unlabeled else ["label"]))
     workers = min(workers or os.cpu_count() or 1, len(entries))
 
-    os.makedirs(os.path.dirname(os.path.abspath(record_path)), exist_ok=True)
+    make_folder(os.path.dirname(os.path.abspath(record_path)))
     temps = [temp_path(p) for p in shards]
     histogram = np.zeros(256, np.int64)
     progress = _Progress(len(entries))

@@ -16,6 +16,7 @@ from ssma_tf.data import schema
 from ssma_tf.data.pipeline import select_modalities, train_dataset
 from ssma_tf.errors import ConfigError
 from ssma_tf.frameworks import get_framework
+from ssma_tf.io_utils import make_folder
 from ssma_tf.models import layers as model_layers
 from ssma_tf.models.factory import build_model
 from ssma_tf.training import checkpoints
@@ -180,6 +181,8 @@ def train(config, model_builder=None):
     strategy = make_strategy(config.strategy)
     _check_batch(config, strategy)
     chief = is_chief(strategy)
+    if chief:
+        make_folder(ckpt_dir)                    # fail fast, before building anything
     specs = _specs(config, config.train_data)
     channels = {name: spec.channels for name, spec in specs.items()}
     framework = build_framework(config, strategy, channels, model_builder)
@@ -195,7 +198,6 @@ def train(config, model_builder=None):
             initialise(framework, config)
     start = int(framework.step.numpy())
     if chief:
-        os.makedirs(ckpt_dir, exist_ok=True)
         write_run_info(ckpt_dir, config, {n: s.to_json() for n, s in specs.items()},
                        {"resumed_from": latest, "start_step": start})
     if start >= config.max_iteration:
