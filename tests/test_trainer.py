@@ -123,6 +123,13 @@ def test_sup_only_steps_run_the_supervised_step_first(tmp_path, records, capsys)
     assert "consistency_loss" in lines[2]
 
 
+def test_adapnet_crop_must_divide_by_16(tmp_path, records):
+    with pytest.raises(ConfigError, match=r"key 'width' \(72\) must be a multiple of 16 for "
+                                          "AdapNet_pp"):
+        train(tiny_config(tmp_path, records, width=72))
+    assert not (tmp_path / "ckpt").exists()
+
+
 def test_non_finite_loss_stops_without_saving_bad_state(tmp_path, records):
     config = tiny_config(tmp_path, records, max_iteration=30, save_step=1, summary_step=0,
                          learning_rate=1e30, optimizer="sgd")

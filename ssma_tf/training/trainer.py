@@ -103,6 +103,18 @@ def _check_batch(config, strategy):
                               f"the {replicas} replicas")
 
 
+def _check_crop(config):
+    """AdapNet++ and SSMA join stride-16, 8 and 4 features, so their crops divide by 16
+    (MiT models take any size; evaluation and serving pad any image themselves)."""
+    if config.model.lower() not in ("adapnet_pp", "ssma"):
+        return
+    for key in ("height", "width"):
+        value = getattr(config, key)
+        if value % 16:
+            raise ConfigError(f"{config.source}: key '{key}' ({value}) must be a multiple of 16 "
+                              f"for {config.model} (output stride 16)")
+
+
 def _needs_experts(config):
     return config.model == "SSMA" and config.stage == "fusion"
 
@@ -170,6 +182,7 @@ def train(config, model_builder=None):
     """Train per `config`; returns the checkpoint folder. Resumes when it holds a checkpoint."""
     ckpt_dir = _required(config, "checkpoint")
     _required(config, "train_data")
+    _check_crop(config)
     if config.num_classes is None and model_builder is None:
         _required(config, "num_classes")
     latest = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
