@@ -8,7 +8,7 @@
    (train.py with configs/demo_*.config),
 4. evaluate all three, and the fusion with each modality missing (evaluate.py),
 5. export the fusion as a SavedModel for TF Serving (export.py),
-6. print the result table (also written to <out>/results.md and results.json).
+6. print the result table (also written to <out>/results.md).
 
 --semi then compares supervised, mean teacher, CPS and M3L with few labels
 (configs/demo_semi_*.config), each evaluated with RGB-D, RGB only and depth only.
@@ -17,7 +17,6 @@ interrupted demo continues where it stopped.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
