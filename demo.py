@@ -1,6 +1,6 @@
 """The end-to-end demo on the embedded synthetic RGB-D set, CPU only.
 
-  python demo.py [--out demo_output] [--quick] [--semi]
+  python demo.py [--out demo_output] [--semi]
 
 1. generate the synthetic RGB-D scenes (PNG files + SSMA list files),
 2. convert them to TFRecords (convert_to_tfrecords.py),
