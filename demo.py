@@ -85,9 +85,20 @@ def train_run(config_file, overrides):
     from ssma_tf.training.trainer import train
 
     config = load_config(os.path.join(ROOT, "configs", config_file), overrides)
+    if _finished(config):
+        return config, None          # reused from an earlier demo: no training time to report
     start = time.time()
     train(config)
     return config, time.time() - start
+
+
+def _finished(config):
+    """True when the run's folder already holds the checkpoint of its last step."""
+    import tensorflow as tf
+
+    folder = config.checkpoint
+    latest = tf.train.latest_checkpoint(folder) if os.path.isdir(folder) else None
+    return bool(latest) and latest.endswith(f"ckpt-{config.max_iteration}")
 
 
 def evaluate_run(config_file, overrides, missing=None):
@@ -188,7 +199,8 @@ def main(argv=None):
     if args.semi:
         report += ["", "## Semi-supervised, 1/20 of the labels (validation mIoU, %)", "",
                    table(semi_demo(out, records), synthetic.CLASS_NAMES)]
-    report += ["", f"Total demo time: {time.time() - start:.0f} s."]
+    report += ["", "train s: seconds of training in this invocation (blank: the run was reused "
+               f"from an earlier one). Total demo time: {time.time() - start:.0f} s."]
     text = "\n".join(report)
     print("\n" + text)
     from ssma_tf.io_utils import atomic_write
