@@ -242,6 +242,9 @@ def _resolve(values):
     if unknown:
         raise ConfigError(f"key 'lr_multipliers': unknown group '{unknown[0]}', expected "
                           f"{', '.join(LR_GROUPS)}")
+    for key in ("pseudo_threshold", "pseudo_class_ratio"):
+        if not 0.0 <= out[key] <= 1.0:
+            raise ConfigError(f"key '{key}' must be between 0 and 1, got {out[key]}")
     if out["stage"] is None:
         out["stage"] = "fusion" if out["model"] == "SSMA" else "expert"
     if out["freeze_experts"] is None:

@@ -94,6 +94,14 @@ def test_overrides_are_yaml_and_validated(tmp_path):
         load_config(path, ["lr_multipliers={head: 2}"])
 
 
+@pytest.mark.parametrize("key", ["pseudo_threshold", "pseudo_class_ratio"])
+def test_pseudo_label_fractions_must_lie_in_0_1(tmp_path, key):
+    path = _write(tmp_path, "model: linearfusion\n")
+    assert getattr(load_config(path, [f"{key}=0.5"]), key) == 0.5
+    with pytest.raises(ConfigError, match=rf"key '{key}' must be between 0 and 1, got 1.5"):
+        load_config(path, [f"{key}=1.5"])
+
+
 def test_config_is_read_only_and_replace_validates():
     config = config_from_dict({"num_classes": 3})
     with pytest.raises(AttributeError):
