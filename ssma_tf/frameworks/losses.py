@@ -53,15 +53,15 @@ def class_top_fraction(labels, confidence, num_classes, ratio):
     """bool like `labels`: for every class c, the pixels labeled c whose confidence is within
     the top `ratio` of the batch's c pixels (DMT's class-balanced selection, done per batch;
     a class with fewer than 1/ratio pixels keeps them all, as DMT)."""
-    flat_labels, flat_conf = tf.reshape(labels, [-1]), tf.reshape(confidence, [-1])
     keep = tf.zeros_like(labels, dtype=tf.bool)
     for c in range(num_classes):
-        in_class = tf.equal(flat_labels, c)
+        in_class = tf.equal(labels, c)
         count = tf.reduce_sum(tf.cast(in_class, tf.float32))
         kept = tf.cast(tf.floor(count * ratio), tf.int32)
-        ranked = tf.sort(tf.where(in_class, flat_conf, -1.0), direction="DESCENDING")
+        ranked = tf.sort(tf.reshape(tf.where(in_class, confidence, -1.0), [-1]),
+                         direction="DESCENDING")
         cutoff = tf.where(kept >= 1, ranked[tf.maximum(kept - 1, 0)], 0.0)
-        keep |= tf.equal(labels, c) & (confidence >= cutoff)
+        keep |= in_class & (confidence >= cutoff)
     return keep
 
 
@@ -74,9 +74,7 @@ def hard_pseudo_labels(logits, inputs, *, threshold=0.0, class_ratio=0.0, ignore
     logits = tf.stop_gradient(tf.cast(logits, tf.float32))
     labels = tf.argmax(logits, axis=-1, output_type=tf.int32)
     confidence = tf.reduce_max(tf.nn.softmax(logits), axis=-1)
-    keep = tf.ones_like(labels, dtype=tf.bool)
-    if threshold > 0:
-        keep = confidence >= threshold
+    keep = confidence >= threshold                    # threshold 0 keeps every pixel
     if class_ratio > 0:
         balanced = class_top_fraction(labels, confidence, logits.shape[-1], class_ratio)
         keep = (keep | balanced) if threshold > 0 else balanced
