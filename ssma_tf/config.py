@@ -79,6 +79,9 @@ KEYS = {
     "backbone": _k("str", "b0", "MiT variant", ("b0", "b1", "b2", "b3", "b4", "b5")),
     "decoder_dim": _k("int", 256, "Segformer/LinearFusion decoder width"),
     "fusion_ratio": _k("float", 0.8, "LinearFusion/TokenFusion ratio"),
+    "ensemble": _k("str", "learned", "LinearFusion/TokenFusion ensemble output: learned "
+                   "(softmax(alpha)-weighted streams, alpha trained) or mean (M3L's code)",
+                   ("learned", "mean")),
     "stage": _k("str", None, "SSMA recipe stage: expert | fusion | finetune (default: fusion for"
                 " SSMA, expert otherwise)", ("expert", "fusion", "finetune")),
     "freeze_experts": _k("bool", None, "freeze SSMA experts (default: true in stage fusion)"),

@@ -1,4 +1,4 @@
-"""LinearFusion: outputs, ensemble, mask token, fusion, depth tiling, parameter counts, learning."""
+"""LinearFusion: outputs, ensemble (learned / mean), mask token, fusion, depth tiling, parameter counts, learning."""
 
 import numpy as np
 import pytest
@@ -25,15 +25,38 @@ def test_outputs_shapes_and_loss_weights():
         {"logits": 1 / 3, "logits_rgb": 1 / 3, "logits_depth": 1 / 3})
 
 
-def test_ensemble_is_stop_gradient_mean_of_streams():
-    model = _tiny()
+@pytest.mark.parametrize("ensemble", ["learned", "mean"])
+def test_ensemble_starts_as_the_mean_and_trains_only_alpha(ensemble):
+    model = _tiny(ensemble=ensemble)
     inputs = rgbd_inputs(2)
     out = predict_numpy(model, inputs)
     np.testing.assert_allclose(out["logits"], (out["logits_rgb"] + out["logits_depth"]) / 2,
                                atol=1e-6)
+    alpha = model.get_layer("split_streams").alpha
+    assert alpha.trainable == (ensemble == "learned")
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(model(inputs, training=False)["logits"])
-    assert all(g is None for g in tape.gradient(loss, model.trainable_variables))
+    grads = dict(zip([v.path for v in model.trainable_variables],
+                     tape.gradient(loss, model.trainable_variables)))
+    assert [path for path, g in grads.items() if g is not None] == (
+        [alpha.path] if ensemble == "learned" else [])
+
+
+def test_learned_ensemble_weights_the_stream_that_fits_the_labels():
+    model = _tiny()
+    inputs = rgbd_inputs(2)
+    labels = np.argmax(predict_numpy(model, inputs)["logits_depth"], axis=-1)
+    alpha = model.get_layer("split_streams").alpha
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    optimizer = keras.optimizers.SGD(1.0)
+    losses = []
+    for _ in range(5):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(labels, model(inputs, training=False)["logits"])
+        optimizer.apply([tape.gradient(loss, alpha)], [alpha])
+        losses.append(float(loss))
+    weights = tf.nn.softmax(alpha).numpy()
+    assert weights[1] > 0.6 and losses[-1] < losses[0]          # depth, the second stream
 
 
 def test_mask_token_only_affects_samples_with_all_zero_depth():
@@ -96,11 +119,12 @@ def test_three_modalities_and_bad_channels():
 
 @pytest.mark.parametrize("variant,original", [("b0", 3_724_655), ("b2", 24_751_439)])
 def test_parameter_count_matches_original(variant, original):
-    """Original (PyTorch, 13 classes) = ours - stage-1 mask token + never-trained alpha(2)."""
+    """Original (PyTorch, 13 classes, its alpha(2) counted though never trained) = ours
+    less the stage-1 mask token."""
     model = build_linear_fusion(13, MODALITIES, variant=variant)
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     token = model.get_layer("encoder").mask_token.shape[0]
-    assert trainable - token + 2 == original
+    assert trainable - token == original
     assert abs(trainable - original) / original < 0.01
 
 

@@ -56,9 +56,11 @@ def build_model(config, channels=None):
     if kind == "linearfusion":
         from ssma_tf.models.linear_fusion import build_linear_fusion
         return build_linear_fusion(config.num_classes, multi, variant=config.backbone,
-                                   ratio=config.fusion_ratio, decoder_dim=config.decoder_dim)
+                                   ratio=config.fusion_ratio, decoder_dim=config.decoder_dim,
+                                   ensemble=config.ensemble)
     if kind == "tokenfusion":
         from ssma_tf.models.token_fusion import build_token_fusion
         return build_token_fusion(config.num_classes, multi, variant=config.backbone,
-                                  ratio=config.fusion_ratio, decoder_dim=config.decoder_dim)
+                                  ratio=config.fusion_ratio, decoder_dim=config.decoder_dim,
+                                  ensemble=config.ensemble)
     raise ConfigError(f"{config.source}: key 'model': unknown model {config.model!r}")

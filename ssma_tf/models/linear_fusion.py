@@ -15,9 +15,11 @@
   creates (never used) tokens for stages 2-4; they are left out here, as they would
   only receive no gradient.
 - One shared Segformer decoder on each stream. Outputs: "logits_<modality>" per stream
-  and "logits" = mean of the stream logits with stop-gradient (M3L's ensemble: it
-  carries no gradient). output_loss_weights = 1/(S+1) each (M3L averages the loss over
-  the S+1 outputs). The stream-stacked decoder computes BN batch statistics over all
+  and the ensemble "logits" = sum_s softmax(alpha)_s * stop_gradient(stream s logits), so
+  the ensemble's loss trains only alpha (one weight per stream, initialised equal).
+  `ensemble: learned` (default) trains alpha, as that design implies; `ensemble: mean` is
+  M3L's released code, whose alpha is in no optimizer group, so the ensemble stays the plain
+  mean. output_loss_weights = 1/(S+1) each (M3L averages the loss over the S+1 outputs). The stream-stacked decoder computes BN batch statistics over all
   streams together (M3L's config freezes that BN: `freeze_bn=True`).
 """
 
@@ -51,15 +53,23 @@ class StackStreams(keras.layers.Layer):
 
 
 class SplitStreams(keras.layers.Layer):
-    """Split stacked logits into the streams plus their stop-gradient mean (the ensemble)."""
+    """Split stacked logits into the streams plus the ensemble: the streams' stop-gradient
+    logits weighted by softmax(alpha); alpha is trainable when `learned`, else fixed equal
+    (the plain mean)."""
 
-    def __init__(self, num_streams, **kwargs):
+    def __init__(self, num_streams, learned=True, **kwargs):
         super().__init__(**kwargs)
         self.num_streams = num_streams
+        self.learned = learned
+
+    def build(self, input_shape):
+        self.alpha = self.add_weight(shape=(self.num_streams,), initializer="ones",
+                                     trainable=self.learned, name="alpha")
 
     def call(self, x):
         streams = ops.split(x, self.num_streams, axis=0)
-        ensemble = ops.stop_gradient(sum(streams) / float(self.num_streams))
+        weights = ops.cast(ops.softmax(self.alpha), x.dtype)
+        ensemble = sum(weights[s] * ops.stop_gradient(stream) for s, stream in enumerate(streams))
         return [ensemble] + streams
 
     def compute_output_shape(self, input_shape):
@@ -68,17 +78,19 @@ class SplitStreams(keras.layers.Layer):
         return [shape] * (self.num_streams + 1)
 
     def get_config(self):
-        return {**super().get_config(), "num_streams": self.num_streams}
+        return {**super().get_config(), "num_streams": self.num_streams,
+                "learned": self.learned}
 
 
 def build_stream_model(num_classes, modalities, make_encoder, *, decoder_dim=256,
-                       freeze_bn=False, model_name="LinearFusion", name="linear_fusion"):
+                       freeze_bn=False, ensemble="learned", model_name="LinearFusion",
+                       name="linear_fusion"):
     """Stream-stacked fusion model around `make_encoder(num_streams)` (a MixTransformer).
 
     Shared by LinearFusion and TokenFusion: validates the modalities, tiles 1-channel ones,
     stacks the streams, runs the encoder and one shared Segformer decoder, and returns
-    {"logits": stop-gradient mean, "logits_<modality>": per stream} with loss weights
-    1/(S+1) each. An encoder may return {"features": [c1..c4], name: tensor, ...}: the
+    {"logits": the ensemble (`ensemble`: learned | mean), "logits_<modality>": per stream}
+    with loss weights 1/(S+1) each. An encoder may return {"features": [c1..c4], name: tensor, ...}: the
     other entries become extra model outputs. model_name names the model in error messages.
     """
     modalities = dict(modalities)
@@ -101,7 +113,8 @@ def build_stream_model(num_classes, modalities, make_encoder, *, decoder_dim=256
         features = extra.pop("features")
     logits = SegformerHead(num_classes, decoder_dim, freeze_bn=freeze_bn, name="decoder")(features)
     logits = ResizeToInput(name="upsample")(logits, stacked)
-    ensemble, *streams = SplitStreams(num_streams, name="split_streams")(logits)
+    ensemble, *streams = SplitStreams(num_streams, learned=ensemble == "learned",
+                                       name="split_streams")(logits)
     outputs = {"logits": ensemble}
     outputs.update({f"logits_{m}": s for m, s in zip(modalities, streams)})
     model = keras.Model(inputs, {**outputs, **extra}, name=name)
@@ -111,7 +124,7 @@ def build_stream_model(num_classes, modalities, make_encoder, *, decoder_dim=256
 
 def build_linear_fusion(num_classes, modalities, *, variant="b0", ratio=0.8,
                         decoder_dim=256, freeze_bn=False, drop_path_rate=None,
-                        name="linear_fusion") -> keras.Model:
+                        ensemble="learned", name="linear_fusion") -> keras.Model:
     """LinearFusion model: {modality: [B,H,W,C]} -> {"logits", "logits_<modality>", ...}.
 
     modalities: ordered {name: channels}, at least 2. Layers "encoder" and "decoder" hold
@@ -124,4 +137,5 @@ def build_linear_fusion(num_classes, modalities, *, variant="b0", ratio=0.8,
                               mask_token=True, name="encoder")
 
     return build_stream_model(num_classes, modalities, make_encoder, decoder_dim=decoder_dim,
-                              freeze_bn=freeze_bn, model_name="LinearFusion", name=name)
+                              freeze_bn=freeze_bn, ensemble=ensemble,
+                              model_name="LinearFusion", name=name)

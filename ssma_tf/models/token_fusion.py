@@ -160,7 +160,8 @@ class TokenFusionTransformer(MixTransformer):
 
 def build_token_fusion(num_classes, modalities, *, variant="b0", ratio=None, decoder_dim=256,
                        threshold=THRESHOLD, l1_weight=L1_WEIGHT, freeze_bn=False,
-                       drop_path_rate=None, name="token_fusion") -> keras.Model:
+                       drop_path_rate=None, ensemble="learned",
+                       name="token_fusion") -> keras.Model:
     """TokenFusion model: {modality: [B,H,W,C]} -> {"logits", "logits_<modality>", ...}.
 
     modalities: ordered {name: channels}, at least 2. `ratio` (LinearFusion's) is accepted
@@ -175,6 +176,7 @@ def build_token_fusion(num_classes, modalities, *, variant="b0", ratio=None, dec
                                       name="encoder")
 
     model = build_stream_model(num_classes, modalities, make_encoder, decoder_dim=decoder_dim,
-                               freeze_bn=freeze_bn, model_name="TokenFusion", name=name)
+                               freeze_bn=freeze_bn, ensemble=ensemble,
+                               model_name="TokenFusion", name=name)
     model.output_penalty_weights = {"mask_l1": l1_weight}
     return model
