@@ -130,6 +130,8 @@ KEYS = {
     # --- evaluation ---
     "eval_scales": _k("list", [1.0], "multi-scale evaluation factors"),
     "eval_flip": _k("bool", False, "add horizontally flipped predictions at evaluation"),
+    "eval_output": _k("str", "logits", "model output that evaluate / export / predict use, e.g."
+                      " logits_depth for one LinearFusion stream (M3L reports every stream)"),
     "num_overlays": _k("int", 0, "prediction overlays written by evaluation"),
 }
 

@@ -151,3 +151,24 @@ def test_multiscale_probabilities_average_flips_and_scales(model):
     expected = tf.image.resize(padded_probabilities(model, doubled), (32, 48))
     multi = multiscale_probabilities(model, inputs, scales=(1.0, 2.0))
     np.testing.assert_allclose(multi.numpy(), 0.5 * (plain + expected).numpy(), atol=1e-5)
+
+
+def test_eval_output_picks_another_model_output(tmp_path, capsys):
+    import json
+
+    import evaluate
+    from eval_models import saved_run
+
+    (tmp_path / "run").mkdir()
+    run_config = saved_run(tmp_path / "run", num_records=2, model="AdapNet_pp")
+
+    reports = {}
+    for key in ("logits", "aux1"):
+        output = tmp_path / f"{key}.json"
+        assert evaluate.main(["--config", run_config, "--output", str(output),
+                              "--override", f"eval_output={key}"]) == 0
+        reports[key] = json.loads(output.read_text())["results"]["full"]
+    assert reports["logits"]["confusion_matrix"] != reports["aux1"]["confusion_matrix"]
+    assert evaluate.main(["--config", run_config, "--override", "eval_output=logits_depth"]) == 2
+    err = capsys.readouterr().err
+    assert "eval_output" in err and "'logits_depth'" in err and "aux1, aux2, logits" in err

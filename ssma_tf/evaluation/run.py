@@ -66,12 +66,29 @@ def load_eval_config(config_path, overrides=()):
     return config
 
 
+def select_output(model, config):
+    """`model` whose "logits" is its output `config.eval_output` (e.g. LinearFusion's
+    "logits_depth"); the model itself for the default "logits". ConfigError naming the key
+    and the outputs the model has otherwise."""
+    import keras
+
+    key = config.eval_output
+    if key == "logits":
+        return model
+    outputs = model.output if isinstance(model.output, dict) else {"logits": model.output}
+    if key not in outputs:
+        raise ConfigError(f"{config.source}: key 'eval_output': the {config.model} model has "
+                          f"no output {key!r} (it has {', '.join(sorted(outputs))})")
+    return keras.Model(model.inputs, {"logits": outputs[key]}, name=f"{model.name}_{key}")
+
+
 def load_run(config, checkpoint=None):
-    """Restores the eval model of `config` from `checkpoint` (default config.checkpoint)."""
+    """Restores the eval model of `config` from `checkpoint` (default config.checkpoint),
+    answering with its `eval_output`."""
     from ssma_tf.training.trainer import restore_model
 
     prefix = checkpoints.find_checkpoint(checkpoint or config.checkpoint)
     run_info = checkpoints.read_run_info(checkpoints.checkpoint_folder(prefix))
-    model = restore_model(config, prefix)
+    model = select_output(restore_model(config, prefix), config)
     names, palette = dataset_labels(config)
     return Run(config, model, prefix, modality_specs(config, run_info), names, palette, run_info)
