@@ -79,7 +79,7 @@ def select_output(model, config):
     if key not in outputs:
         raise ConfigError(f"{config.source}: key 'eval_output': the {config.model} model has "
                           f"no output {key!r} (it has {', '.join(sorted(outputs))})")
-    return keras.Model(model.inputs, {"logits": outputs[key]}, name=f"{model.name}_{key}")
+    return keras.Model(model.input, {"logits": outputs[key]}, name=f"{model.name}_{key}")
 
 
 def load_run(config, checkpoint=None):
