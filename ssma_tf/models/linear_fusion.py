@@ -19,7 +19,7 @@
   the ensemble's loss trains only alpha (one weight per stream, initialised equal).
   `ensemble: learned` (default) trains alpha, as that design implies; `ensemble: mean` is
   M3L's released code, whose alpha is in no optimizer group, so the ensemble stays the plain
-  mean. On the demo alpha hardly moves (softmax 0.51 / 0.49 after 1200 steps): on the
+  mean (built without alpha, so checkpoints from before the learned weights restore). On the demo alpha hardly moves (softmax 0.51 / 0.49 after 1200 steps): on the
   labeled batches both streams fit, though on validation images the depth stream alone
   scores above the ensemble; `eval_output: logits_depth` evaluates one stream.
   output_loss_weights = 1/(S+1) each (M3L averages the loss over the S+1 outputs). The
@@ -58,8 +58,8 @@ class StackStreams(keras.layers.Layer):
 
 class SplitStreams(keras.layers.Layer):
     """Split stacked logits into the streams plus the ensemble: the streams' stop-gradient
-    logits weighted by softmax(alpha); alpha is trainable when `learned`, else fixed equal
-    (the plain mean)."""
+    logits weighted by softmax(alpha), a trainable weight, when `learned`; their plain mean
+    (no weight) otherwise."""
 
     def __init__(self, num_streams, learned=True, **kwargs):
         super().__init__(**kwargs)
@@ -67,12 +67,16 @@ class SplitStreams(keras.layers.Layer):
         self.learned = learned
 
     def build(self, input_shape):
-        self.alpha = self.add_weight(shape=(self.num_streams,), initializer="ones",
-                                     trainable=self.learned, name="alpha")
+        if self.learned:
+            self.alpha = self.add_weight(shape=(self.num_streams,), initializer="ones",
+                                         name="alpha")
 
     def call(self, x):
         streams = ops.split(x, self.num_streams, axis=0)
-        weights = ops.cast(ops.softmax(self.alpha), x.dtype)
+        if self.learned:
+            weights = ops.cast(ops.softmax(self.alpha), x.dtype)
+        else:
+            weights = [1.0 / self.num_streams] * self.num_streams
         ensemble = sum(weights[s] * ops.stop_gradient(stream) for s, stream in enumerate(streams))
         return [ensemble] + streams
 
