@@ -19,9 +19,10 @@
   the ensemble's loss trains only alpha (one weight per stream, initialised equal).
   `ensemble: learned` (default) trains alpha, as that design implies; `ensemble: mean` is
   M3L's released code, whose alpha is in no optimizer group, so the ensemble stays the plain
-  mean (built without alpha, so checkpoints from before the learned weights restore). On the demo alpha hardly moves (softmax 0.51 / 0.49 after 1200 steps): on the
-  labeled batches both streams fit, though on validation images the depth stream alone
-  scores above the ensemble; `eval_output: logits_depth` evaluates one stream.
+  mean (built without alpha, so checkpoints from before the learned weights restore).
+  On the demo alpha hardly moves (softmax 0.51 / 0.49 after 1200 steps): on the labeled
+  batches both streams fit, though on validation images the depth stream alone scores
+  above the ensemble; `eval_output: logits_depth` evaluates one stream.
   output_loss_weights = 1/(S+1) each (M3L averages the loss over the S+1 outputs). The
   stream-stacked decoder computes BN batch statistics over all streams together (M3L's
   config freezes that BN: `freeze_bn=True`).
@@ -98,8 +99,8 @@ def build_stream_model(num_classes, modalities, make_encoder, *, decoder_dim=256
     Shared by LinearFusion and TokenFusion: validates the modalities, tiles 1-channel ones,
     stacks the streams, runs the encoder and one shared Segformer decoder, and returns
     {"logits": the ensemble (`ensemble`: learned | mean), "logits_<modality>": per stream}
-    with loss weights 1/(S+1) each. An encoder may return {"features": [c1..c4], name: tensor, ...}: the
-    other entries become extra model outputs. model_name names the model in error messages.
+    with loss weights 1/(S+1) each. An encoder may return {"features": [c1..c4],
+    name: tensor, ...}: the other entries become extra model outputs. model_name names the model in error messages.
     """
     modalities = dict(modalities)
     if len(modalities) < 2:
