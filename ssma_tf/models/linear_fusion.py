@@ -100,7 +100,8 @@ def build_stream_model(num_classes, modalities, make_encoder, *, decoder_dim=256
     stacks the streams, runs the encoder and one shared Segformer decoder, and returns
     {"logits": the ensemble (`ensemble`: learned | mean), "logits_<modality>": per stream}
     with loss weights 1/(S+1) each. An encoder may return {"features": [c1..c4],
-    name: tensor, ...}: the other entries become extra model outputs. model_name names the model in error messages.
+    name: tensor, ...}: the other entries become extra model outputs. model_name names the
+    model in error messages.
     """
     modalities = dict(modalities)
     if len(modalities) < 2:
