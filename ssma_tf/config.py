@@ -121,6 +121,10 @@ KEYS = {
                              " selection, per batch; 0: off)"),
     "pseudo_rows": _k("str", "all", "rows trained on pseudo labels: all (M3L, CPS) or unlabeled"
                       " (U2PL, s4GAN)", ("all", "unlabeled")),
+    "pseudo_targets": _k("str", "logits", "logits: the teacher's (CPS: the other network's)"
+                         " main output labels every loss-weighted output (M3L, CPS);"
+                         " per_output: each output learns from the same output of the labeler,"
+                         " e.g. a LinearFusion stream from that stream", ("logits", "per_output")),
     "cutmix": _k("bool", False, "CutMix on unlabeled batches (CPS and the mean-teacher family)"),
     # (ssl engineer) consistency target and teacher forward mode, frameworks/mean_teacher.py
     "consistency": _k("str", "pseudo_ce", "mean-teacher consistency: hard pseudo-label CE (M3L)"

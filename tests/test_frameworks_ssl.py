@@ -421,3 +421,32 @@ def test_pseudo_rows_picks_the_rows_trained_on_pseudo_labels(framework, rows):
     labeled_rows = fw.labeled_copies * L if framework != "cps" else L
     expected = U if rows == "unlabeled" else labeled_rows + U
     assert pseudo_label_rows and all(r == (expected, expected) for r in pseudo_label_rows)
+
+
+@pytest.mark.parametrize("framework", ["mean_teacher", "cps"])
+def test_per_output_pseudo_targets_label_each_output_from_the_same_output(framework):
+    fw = make(framework, teacher_train_mode=False, pseudo_targets="per_output")
+    (_, _), inputs_u = batches(["depth", "rgb"])
+    labeler = fw.teacher if framework == "mean_teacher" else fw.model
+    outputs = labeler(inputs_u, training=False)
+    if framework == "mean_teacher":
+        targets = fw._teacher_targets(inputs_u, 0)
+    else:
+        targets = fw._pseudo_labels(outputs, inputs_u)
+    assert set(targets) == {"logits", "aux"}
+    for name, labels in targets.items():
+        np.testing.assert_array_equal(labels, np.argmax(outputs[name], -1))
+    assert np.mean(targets["logits"].numpy() != targets["aux"].numpy()) > 0.1
+    shared = make(framework, teacher_train_mode=False)
+    assert not isinstance(shared._pseudo_labels(outputs, inputs_u) if framework == "cps"
+                          else shared._teacher_targets(inputs_u, 0), dict)
+
+
+@pytest.mark.parametrize("framework,extra", [("mean_teacher", {"consistency": "softmax_mse"}),
+                                             ("m3l", {"pseudo_rows": "unlabeled"}),
+                                             ("cps", {})])
+def test_per_output_pseudo_targets_train_with_cutmix(framework, extra):
+    fw = make(framework, pseudo_targets="per_output", cutmix=True, **extra)
+    logs = run_steps(fw, 2, batches(["depth", "rgb"]), graph=True)
+    assert all(np.isfinite(v) for values in logs for v in values.values())
+    assert logs[0]["loss"] > 0

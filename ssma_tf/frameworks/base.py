@@ -91,12 +91,23 @@ class Framework:
         weights = getattr(model, "output_penalty_weights", None) or {}
         return penalty_loss(outputs, weights, global_batch_size=global_batch_size)
 
+    @property
+    def loss_weights(self):
+        """{output name: loss weight} of the model (model.output_loss_weights)."""
+        return getattr(self.eval_model, "output_loss_weights", None) or {"logits": 1.0}
+
+    def pseudo_targets(self, outputs, make_target):
+        """Targets made by `make_target(logits)` from a labeler's `outputs`: one, from its
+        "logits", for every output (`pseudo_targets: logits`), or with `per_output` a dict
+        {name: make_target(outputs[name])} over the loss-weighted outputs (losses.target_for)."""
+        if self.config.pseudo_targets == "logits":
+            return make_target(outputs["logits"])
+        return {name: make_target(outputs[name]) for name in self.loss_weights}
+
     def supervised_loss(self, labels, outputs, *, global_batch_size=None, ohem=True):
-        """Weighted loss over model.output_loss_weights, divided by the global batch."""
-        model = self.eval_model
-        weights = getattr(model, "output_loss_weights", None) or {"logits": 1.0}
+        """Weighted loss over `loss_weights`, divided by the global batch."""
         return supervised_loss(
-            labels, outputs, weights, num_classes=self.config.num_classes,
+            labels, outputs, self.loss_weights, num_classes=self.config.num_classes,
             ignore_label=self.config.ignore_label,
             global_batch_size=global_batch_size or self.global_batch_size,
             ohem=self.ohem if ohem else None)

@@ -8,7 +8,8 @@ Step (semi.md §4.2, m3l.md §3.6), X = [x_l ; x_u]:
   pixels below `pseudo_threshold` confidence left out (default 0: none, as the original),
   crop padding (zero in every modality) left out like the truth's; `pseudo_rows:
   unlabeled` restricts the CPS term to the x_u rows (default all, as the original);
-  the pseudo CE covers every weighted output, so LinearFusion's streams learn from it too.
+  the pseudo CE covers every weighted output, so LinearFusion's streams learn from it too
+  (`pseudo_targets: per_output`: each output from the other network's same output).
   Each network has its own optimizer; network 1 is the evaluated model.
 With `cutmix` (semi.md §4.3): each network first labels the unmixed x_u without gradient
 (`teacher_train_mode` picks the forward mode); the student batch is [x_l ; cutmix(x_u)],
@@ -50,10 +51,10 @@ class CPS(Framework):
         return [(self.model, self.optimizer), (self.model2, self.optimizer2)]
 
     def _pseudo_labels(self, outputs, inputs):
-        return hard_pseudo_labels(outputs["logits"], inputs,
-                                  threshold=self.config.pseudo_threshold,
-                                  class_ratio=self.config.pseudo_class_ratio,
-                                  ignore_label=self.config.ignore_label)
+        """Hard pseudo labels of one network's `outputs` (per output with `per_output`)."""
+        return self.pseudo_targets(outputs, lambda logits: hard_pseudo_labels(
+            logits, inputs, threshold=self.config.pseudo_threshold,
+            class_ratio=self.config.pseudo_class_ratio, ignore_label=self.config.ignore_label))
 
     def _mixed_unlabeled(self, inputs_u):
         """(student unlabeled rows, pseudo labels of net 1, of net 2) under CutMix."""
@@ -61,10 +62,10 @@ class CPS(Framework):
         mask = cutmix.box_masks(step_seed(self.config.seed, self.step, SALT_CUTMIX),
                                 num_rows(inputs_u), tf.shape(first)[1], tf.shape(first)[2])
         mode = self.config.teacher_train_mode
-        labels1 = cutmix.cutmix(
-            self._pseudo_labels(self.model(inputs_u, training=mode), inputs_u), mask)
-        labels2 = cutmix.cutmix(
-            self._pseudo_labels(self.model2(inputs_u, training=mode), inputs_u), mask)
+        labels1, labels2 = (
+            tf.nest.map_structure(lambda t: cutmix.cutmix(t, mask), self._pseudo_labels(
+                model(inputs_u, training=mode), inputs_u))
+            for model in (self.model, self.model2))
         mixed = {name: cutmix.cutmix(value, mask) for name, value in inputs_u.items()}
         return mixed, labels1, labels2
 

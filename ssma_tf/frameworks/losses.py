@@ -92,12 +92,20 @@ def penalty_loss(outputs, weights, *, global_batch_size):
     return total
 
 
+def target_for(targets, name):
+    """The target of output `name`: `targets[name]` when targets is a dict of per-output
+    targets (pseudo_targets: per_output), else the one target shared by every output."""
+    return targets[name] if isinstance(targets, dict) else targets
+
+
 def supervised_loss(labels, outputs, weights, *, num_classes, ignore_label=255,
                     global_batch_size, ohem=None):
-    """Weighted sum of `segmentation_loss` over the model outputs named in `weights`."""
+    """Weighted sum of `segmentation_loss` over the model outputs named in `weights`;
+    `labels` is one label map for all of them or a dict of one per output (`target_for`)."""
     total = 0.0
     for name, weight in weights.items():
         total += weight * segmentation_loss(
-            labels, outputs[name], num_classes=num_classes, ignore_label=ignore_label,
+            target_for(labels, name), outputs[name], num_classes=num_classes,
+            ignore_label=ignore_label,
             global_batch_size=global_batch_size, ohem=ohem)
     return total

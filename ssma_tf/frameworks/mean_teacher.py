@@ -16,6 +16,10 @@ Choices, all documented in the config keys:
   no pseudo label, as it gets no true label);
   `softmax_mse` (TorchSemiSeg MT, use consistency_weight 100): mean squared error between
   the student's and the teacher's softmax.
+- `pseudo_targets: per_output` gives each loss-weighted student output the targets of the
+  teacher's same output instead of the teacher's "logits": a LinearFusion stream learns
+  from the teacher's same stream, not from the ensemble, which a stream blind to a class
+  (RGB on depth-only objects) pulls toward its own guess.
 - `pseudo_rows: unlabeled` trains the pseudo labels on the unlabeled rows only (U2PL,
   s4GAN); the default `all` also puts them on the labeled rows, as M3L does.
 - `rampup_steps`: sigmoid ramp-up exp(-5 (1 - t/T)^2) of the weight; 0 = constant (M3L).
@@ -39,7 +43,7 @@ from absl import logging
 
 from ssma_tf.frameworks import cutmix, modality_dropout
 from ssma_tf.frameworks.base import Framework
-from ssma_tf.frameworks.losses import hard_pseudo_labels
+from ssma_tf.frameworks.losses import hard_pseudo_labels, target_for
 
 SALT_STUDENT_MASK, SALT_TEACHER_MASK, SALT_CUTMIX = 1, 2, 3
 
@@ -68,11 +72,13 @@ def sigmoid_rampup(step, rampup_steps):
 
 def softmax_mse(targets, outputs, weights, *, global_batch_size):
     """sum_k w_k * mean over pixels and classes of (softmax(out_k) - targets)^2, summed over
-    images / global batch; `targets` are probabilities [B, H, W, C]."""
+    images / global batch; `targets` are probabilities [B, H, W, C], or a dict of them per
+    output (losses.target_for)."""
     total = 0.0
     for name, weight in weights.items():
         probs = tf.nn.softmax(tf.cast(outputs[name], tf.float32))
-        per_image = tf.reduce_mean(tf.square(probs - targets), axis=[1, 2, 3])
+        per_image = tf.reduce_mean(tf.square(probs - target_for(targets, name)),
+                                   axis=[1, 2, 3])
         total += weight * tf.reduce_sum(per_image) / tf.cast(global_batch_size, tf.float32)
     return total
 
@@ -121,24 +127,25 @@ class MeanTeacher(Framework):
 
     def _teacher_targets(self, batch, labeled_rows):
         """Pseudo labels (int32 [B,H,W], none on crop padding) or probabilities
-        ([B,H,W,C]) for every row."""
+        ([B,H,W,C]) for every row; a dict of them per output with `pseudo_targets:
+        per_output`."""
         teacher_batch = batch
         if self.mask_teacher:
             teacher_batch = modality_dropout.random_modality_mask(
                 batch, self._seed(SALT_TEACHER_MASK), (labeled_rows, num_rows(batch)))
-        logits = tf.stop_gradient(
-            self.teacher(teacher_batch, training=self.config.teacher_train_mode)["logits"])
+        outputs = self.teacher(teacher_batch, training=self.config.teacher_train_mode)
         if self.config.consistency == "softmax_mse":
-            return tf.nn.softmax(tf.cast(logits, tf.float32))
-        return hard_pseudo_labels(logits, batch, threshold=self.config.pseudo_threshold,
-                                  class_ratio=self.config.pseudo_class_ratio,
-                                  ignore_label=self.config.ignore_label)
+            return self.pseudo_targets(outputs, lambda logits: tf.nn.softmax(
+                tf.cast(tf.stop_gradient(logits), tf.float32)))
+        return self.pseudo_targets(outputs, lambda logits: hard_pseudo_labels(
+            logits, batch, threshold=self.config.pseudo_threshold,
+            class_ratio=self.config.pseudo_class_ratio, ignore_label=self.config.ignore_label))
 
     def consistency_loss(self, targets, outputs, global_batch_size):
         """Pseudo-label CE (no OHEM) or softmax MSE over the model's weighted outputs."""
         if self.config.consistency == "softmax_mse":
-            weights = getattr(self.model, "output_loss_weights", None) or {"logits": 1.0}
-            return softmax_mse(targets, outputs, weights, global_batch_size=global_batch_size)
+            return softmax_mse(targets, outputs, self.loss_weights,
+                               global_batch_size=global_batch_size)
         return self.supervised_loss(targets, outputs, global_batch_size=global_batch_size,
                                     ohem=False)
 
@@ -165,7 +172,9 @@ class MeanTeacher(Framework):
                                     tf.shape(first)[1], tf.shape(first)[2])
             mixed_u = {name: cutmix.cutmix(value, mask) for name, value in inputs_u.items()}
             student_batch = concat_inputs(*([inputs_l] * copies), mixed_u)
-            targets = tf.concat([targets[:sup_rows], cutmix.cutmix(targets[sup_rows:], mask)], 0)
+            targets = tf.nest.map_structure(
+                lambda t: tf.concat([t[:sup_rows], cutmix.cutmix(t[sup_rows:], mask)], 0),
+                targets)
         if self.mask_student:
             student_batch = modality_dropout.random_modality_mask(
                 student_batch, self._seed(SALT_STUDENT_MASK),
@@ -187,7 +196,8 @@ class MeanTeacher(Framework):
                 global_batch_size=sup_global)
             if self.config.pseudo_rows == "unlabeled":
                 consistency = self.consistency_loss(
-                    targets[sup_rows:], {k: v[sup_rows:] for k, v in outputs.items()},
+                    tf.nest.map_structure(lambda t: t[sup_rows:], targets),
+                    {k: v[sup_rows:] for k, v in outputs.items()},
                     self.global_unlabeled_batch_size)
             else:
                 consistency = self.consistency_loss(targets, outputs, all_global)
