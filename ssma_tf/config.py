@@ -125,6 +125,10 @@ KEYS = {
                          " main output labels every loss-weighted output (M3L, CPS);"
                          " per_output: each output learns from the same output of the labeler,"
                          " e.g. a LinearFusion stream from that stream", ("logits", "per_output")),
+    "pseudo_balance": _k("str", "none", "prior: per-class logit offsets, fitted online, make the"
+                         " share of unlabeled pixels each class gets as pseudo label match its"
+                         " share of the labeled pixels (frameworks/pseudo_balance.py); none: off",
+                         ("none", "prior")),
     "cutmix": _k("bool", False, "CutMix on unlabeled batches (CPS and the mean-teacher family)"),
     # (ssl engineer) consistency target and teacher forward mode, frameworks/mean_teacher.py
     "consistency": _k("str", "pseudo_ce", "mean-teacher consistency: hard pseudo-label CE (M3L)"

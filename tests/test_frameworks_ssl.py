@@ -150,6 +150,7 @@ def test_crop_padding_gets_no_pseudo_label():
 from ssma_tf.config import config_from_dict  # noqa: E402
 from ssma_tf.frameworks import FRAMEWORKS  # noqa: E402
 from ssma_tf.frameworks.mean_teacher import ema_decay, sigmoid_rampup  # noqa: E402
+from ssma_tf.frameworks.pseudo_balance import PriorBalance  # noqa: E402
 
 NUM_CLASSES, H, W, L, U = 3, 32, 64, 2, 2
 SSL = ["supervised_moddrop", "mean_teacher", "mean_teacher_moddrop", "cps", "m3l"]
@@ -248,9 +249,10 @@ def test_frameworks_leave_unconfident_pixels_out_of_the_pseudo_labels(framework)
     confidence = (probs / probs.sum(-1, keepdims=True)).max(-1)
     fw.config = fw.config.replace(pseudo_threshold=float(np.median(confidence)))
     if framework == "mean_teacher":
-        labels = fw._teacher_targets(inputs_u, 0).numpy()
+        labels = fw._teacher_targets(inputs_u, 0, 0).numpy()
     else:
-        labels = fw._pseudo_labels(fw.model(inputs_u, training=False), inputs_u).numpy()
+        labels = fw._pseudo_labels(fw.model(inputs_u, training=False), inputs_u, "model",
+                                   0).numpy()
     expected = np.where(confidence >= np.median(confidence), logits.argmax(-1), 255)
     np.testing.assert_array_equal(labels, expected)
     assert 0.3 < np.mean(labels == 255) < 0.7
@@ -377,7 +379,7 @@ def test_cps_networks_start_different():
 def test_m3l_under_mirrored_strategy_keeps_replicas_in_sync():
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
-        fw = make("m3l", batch_size=2 * L, unlabeled_batch_size=2 * U)
+        fw = make("m3l", batch_size=2 * L, unlabeled_batch_size=2 * U, pseudo_balance="prior")
     data = batches(["depth", "rgb"])
 
     @tf.function
@@ -392,6 +394,12 @@ def test_m3l_under_mirrored_strategy_keeps_replicas_in_sync():
     for var in fw.teacher.weights:
         replicas = [v.numpy() for v in var.value.values]
         np.testing.assert_allclose(replicas[0], replicas[1], rtol=1e-5, atol=1e-6)
+    balance = fw.pseudo_balance       # 2 steps x 2 replicas' labels counted; offsets in sync
+    np.testing.assert_array_equal(balance.label_counts.numpy(),
+                                  4 * np.bincount(data[0][1].numpy().ravel(), minlength=3))
+    offsets = [v.numpy() for v in balance.offsets["/logits"].values]
+    np.testing.assert_array_equal(offsets[0], offsets[1])
+    assert np.any(offsets[0] != 0)
 
 
 def test_teacher_takes_student_weights_loaded_after_build_at_step_zero():
@@ -430,16 +438,17 @@ def test_per_output_pseudo_targets_label_each_output_from_the_same_output(framew
     labeler = fw.teacher if framework == "mean_teacher" else fw.model
     outputs = labeler(inputs_u, training=False)
     if framework == "mean_teacher":
-        targets = fw._teacher_targets(inputs_u, 0)
+        targets = fw._teacher_targets(inputs_u, 0, 0)
     else:
-        targets = fw._pseudo_labels(outputs, inputs_u)
+        targets = fw._pseudo_labels(outputs, inputs_u, "model", 0)
     assert set(targets) == {"logits", "aux"}
     for name, labels in targets.items():
         np.testing.assert_array_equal(labels, np.argmax(outputs[name], -1))
     assert np.mean(targets["logits"].numpy() != targets["aux"].numpy()) > 0.1
     shared = make(framework, teacher_train_mode=False)
-    assert not isinstance(shared._pseudo_labels(outputs, inputs_u) if framework == "cps"
-                          else shared._teacher_targets(inputs_u, 0), dict)
+    assert not isinstance(shared._pseudo_labels(outputs, inputs_u, "model", 0)
+                          if framework == "cps" else shared._teacher_targets(inputs_u, 0, 0),
+                          dict)
 
 
 @pytest.mark.parametrize("framework,extra", [("mean_teacher", {"consistency": "softmax_mse"}),
@@ -450,3 +459,69 @@ def test_per_output_pseudo_targets_train_with_cutmix(framework, extra):
     logs = run_steps(fw, 2, batches(["depth", "rgb"]), graph=True)
     assert all(np.isfinite(v) for values in logs for v in values.values())
     assert logs[0]["loss"] > 0
+
+
+# --- class-balanced pseudo labels (pseudo_balance: prior) ---------------------------------
+
+def test_prior_balance_moves_the_argmax_share_to_the_labeled_prior():
+    rng = np.random.default_rng(5)
+    labels = np.repeat([0, 1, 2, 255], [50, 30, 20, 28])[rng.permutation(128)].reshape(2, 4, 16)
+    balance = PriorBalance(3, ["/logits"], ignore_label=255)
+    balance.observe_labels(tf.constant(labels))
+    np.testing.assert_allclose(balance.prior.numpy(), [0.5, 0.3, 0.2], rtol=1e-6)
+    logits = rng.normal(size=(6, 16, 32, 3)) + [2.0, 0.0, 0.0]      # mostly class 0
+    logits[:2] = [0.0, 0.0, 50.0]         # labeled rows (before first_unlabeled): not counted
+    logits[2:, :4] = [0.0, 50.0, 0.0]     # crop padding (zero inputs): not counted
+    inputs = {"rgb": np.ones((6, 16, 32, 3), np.float32)}
+    inputs["rgb"][2:, :4] = 0.0
+    logits, inputs = tf.constant(logits, tf.float32), {"rgb": tf.constant(inputs["rgb"])}
+    adjust = tf.function(balance.adjust)
+    for _ in range(300):
+        used = balance.offsets["/logits"].numpy()
+        adjusted = adjust("/logits", logits, inputs, 2).numpy()
+    np.testing.assert_allclose(adjusted, logits.numpy() + used, rtol=1e-6, atol=1e-5)
+    offsets = balance.offsets["/logits"].numpy()
+    unlabeled = (logits.numpy() + offsets)[2:, 4:].argmax(-1)
+    share = np.bincount(unlabeled.ravel(), minlength=3) / unlabeled.size
+    np.testing.assert_allclose(share, [0.5, 0.3, 0.2], atol=0.03)
+
+
+@pytest.mark.parametrize("framework", ["mean_teacher", "cps"])
+def test_pseudo_balance_offsets_shift_the_pseudo_labels(framework):
+    fw = make(framework, teacher_train_mode=False, pseudo_balance="prior")
+    assert fw.checkpoint_items()["pseudo_balance"] is fw.pseudo_balance
+    (_, labels), inputs_u = batches(["depth", "rgb"])
+    fw.count_labels(labels)
+    labeler = "" if framework == "mean_teacher" else "model"
+    fw.pseudo_balance.offsets[labeler + "/logits"].assign([0.0, 0.0, 100.0])
+    if framework == "mean_teacher":
+        targets = fw._teacher_targets(inputs_u, 0, 0).numpy()
+    else:
+        targets = fw._pseudo_labels(fw.model(inputs_u, training=False), inputs_u, "model",
+                                    0).numpy()
+    assert np.all(targets == 2)
+    assert fw.pseudo_balance.offsets[labeler + "/logits"].numpy()[2] < 100.0  # it moved back
+    assert make(framework).pseudo_balance is None and "pseudo_balance" not in make(
+        framework).checkpoint_items()
+
+
+@pytest.mark.parametrize("framework", ["m3l", "cps"])
+def test_pseudo_balance_trains_per_output_with_cutmix_and_round_trips(tmp_path, framework):
+    fw = make(framework, pseudo_balance="prior", pseudo_targets="per_output", cutmix=True)
+    data = batches(["depth", "rgb"])
+    logs = run_steps(fw, 2, data, graph=True)
+    assert all(np.isfinite(v) for values in logs for v in values.values())
+    np.testing.assert_array_equal(      # each step's labels once (M3L's copy is not counted)
+        fw.pseudo_balance.label_counts.numpy(),
+        2 * np.bincount(data[0][1].numpy().ravel(), minlength=NUM_CLASSES))
+    labelers = ["model", "model2"] if framework == "cps" else [""]
+    assert set(fw.pseudo_balance.offsets) == {f"{a}/{b}" for a in labelers
+                                              for b in ("logits", "aux")}
+    assert all(np.any(v.numpy() != 0) for v in fw.pseudo_balance.offsets.values())
+    path = tf.train.Checkpoint(**checkpoints.trackable(fw.checkpoint_items())).save(
+        str(tmp_path / "ckpt"))
+    fresh = make(framework, pseudo_balance="prior", pseudo_targets="per_output")
+    tf.train.Checkpoint(**checkpoints.trackable(fresh.checkpoint_items())).restore(
+        path).assert_existing_objects_matched()
+    for key, value in fw.pseudo_balance.offsets.items():
+        np.testing.assert_array_equal(fresh.pseudo_balance.offsets[key].numpy(), value.numpy())

@@ -9,6 +9,7 @@ all replicas); `framework.global_unlabeled_batch_size` likewise when `uses_unlab
 import tensorflow as tf
 
 from ssma_tf.frameworks.losses import penalty_loss, supervised_loss
+from ssma_tf.frameworks.pseudo_balance import PriorBalance
 from ssma_tf.training.optimizers import GroupOptimizer
 
 
@@ -22,6 +23,7 @@ class Framework:
         self.config = config
         self.model_builder = model_builder
         self.step = None
+        self.pseudo_balance = None     # a PriorBalance with `pseudo_balance: prior`
         self.global_batch_size = config.batch_size
         self.global_unlabeled_batch_size = config.unlabeled_batch_size or config.batch_size
 
@@ -96,13 +98,45 @@ class Framework:
         """{output name: loss weight} of the model (model.output_loss_weights)."""
         return getattr(self.eval_model, "output_loss_weights", None) or {"logits": 1.0}
 
-    def pseudo_targets(self, outputs, make_target):
-        """Targets made by `make_target(logits)` from a labeler's `outputs`: one, from its
-        "logits", for every output (`pseudo_targets: logits`), or with `per_output` a dict
-        {name: make_target(outputs[name])} over the loss-weighted outputs (losses.target_for)."""
+    def pseudo_output_names(self):
+        """The labeler outputs that make targets: "logits", or with `pseudo_targets:
+        per_output` every loss-weighted output."""
         if self.config.pseudo_targets == "logits":
-            return make_target(outputs["logits"])
-        return {name: make_target(outputs[name]) for name in self.loss_weights}
+            return ["logits"]
+        return list(self.loss_weights)
+
+    def build_pseudo_balance(self, labelers=("",)):
+        """With `pseudo_balance: prior`, `self.pseudo_balance` = a PriorBalance over
+        `labelers` x `pseudo_output_names()` (keys "labeler/output"); call in `build`."""
+        if self.config.pseudo_balance == "prior":
+            keys = [f"{labeler}/{name}" for labeler in labelers
+                    for name in self.pseudo_output_names()]
+            self.pseudo_balance = PriorBalance(self.config.num_classes, keys,
+                                               self.config.ignore_label)
+
+    def pseudo_balance_items(self):
+        """{"pseudo_balance": it} for `checkpoint_items`, or {} when off."""
+        return {} if self.pseudo_balance is None else {"pseudo_balance": self.pseudo_balance}
+
+    def count_labels(self, labels):
+        """Adds a labeled batch to the PriorBalance's class prior (nothing when off)."""
+        if self.pseudo_balance is not None:
+            self.pseudo_balance.observe_labels(labels)
+
+    def pseudo_targets(self, outputs, make_target, *, inputs, labeler="", first_unlabeled=0):
+        """Targets made by `make_target(logits)` from a labeler's `outputs` (computed on the
+        `inputs` dict): one, from its "logits", for every output (`pseudo_targets: logits`),
+        or with `per_output` a dict {name: target} over the loss-weighted outputs
+        (losses.target_for). With `self.pseudo_balance` (a PriorBalance), the logits first get
+        `labeler`'s class offsets, fitted on rows [first_unlabeled, end)."""
+        targets = {}
+        for name in self.pseudo_output_names():
+            logits = outputs[name]
+            if self.pseudo_balance is not None:
+                logits = self.pseudo_balance.adjust(f"{labeler}/{name}", logits, inputs,
+                                                    first_unlabeled)
+            targets[name] = make_target(logits)
+        return targets["logits"] if self.config.pseudo_targets == "logits" else targets
 
     def supervised_loss(self, labels, outputs, *, global_batch_size=None, ohem=True):
         """Weighted loss over `loss_weights`, divided by the global batch."""

@@ -37,11 +37,13 @@ class CPS(Framework):
         self.model2 = self.model_builder()
         self.optimizer = self.make_optimizer(self.model)
         self.optimizer2 = self.make_optimizer(self.model2, name="model2")
+        self.build_pseudo_balance(labelers=("model", "model2"))
 
     def checkpoint_items(self):
         return {"model": self.model, "model2": self.model2,
                 **self.optimizer.checkpoint_items("optimizer"),
-                **self.optimizer2.checkpoint_items("optimizer2")}
+                **self.optimizer2.checkpoint_items("optimizer2"),
+                **self.pseudo_balance_items()}
 
     @property
     def eval_model(self):
@@ -50,11 +52,15 @@ class CPS(Framework):
     def networks(self):
         return [(self.model, self.optimizer), (self.model2, self.optimizer2)]
 
-    def _pseudo_labels(self, outputs, inputs):
-        """Hard pseudo labels of one network's `outputs` (per output with `per_output`)."""
-        return self.pseudo_targets(outputs, lambda logits: hard_pseudo_labels(
-            logits, inputs, threshold=self.config.pseudo_threshold,
-            class_ratio=self.config.pseudo_class_ratio, ignore_label=self.config.ignore_label))
+    def _pseudo_labels(self, outputs, inputs, labeler, first_unlabeled):
+        """Hard pseudo labels of network `labeler`'s `outputs` (per output with
+        `per_output`); rows [first_unlabeled, end) are unlabeled."""
+        return self.pseudo_targets(
+            outputs, lambda logits: hard_pseudo_labels(
+                logits, inputs, threshold=self.config.pseudo_threshold,
+                class_ratio=self.config.pseudo_class_ratio,
+                ignore_label=self.config.ignore_label),
+            inputs=inputs, labeler=labeler, first_unlabeled=first_unlabeled)
 
     def _mixed_unlabeled(self, inputs_u):
         """(student unlabeled rows, pseudo labels of net 1, of net 2) under CutMix."""
@@ -64,14 +70,15 @@ class CPS(Framework):
         mode = self.config.teacher_train_mode
         labels1, labels2 = (
             tf.nest.map_structure(lambda t: cutmix.cutmix(t, mask), self._pseudo_labels(
-                model(inputs_u, training=mode), inputs_u))
-            for model in (self.model, self.model2))
+                model(inputs_u, training=mode), inputs_u, labeler, 0))
+            for labeler, model in (("model", self.model), ("model2", self.model2)))
         mixed = {name: cutmix.cutmix(value, mask) for name, value in inputs_u.items()}
         return mixed, labels1, labels2
 
     def train_step(self, labeled, unlabeled=None):
         inputs_l, labels = labeled
         rows_l = num_rows(inputs_l)
+        self.count_labels(labels)
         unlabeled_only = self.config.cutmix or self.config.pseudo_rows == "unlabeled"
         inputs_u = unlabeled
         if self.config.cutmix:
@@ -96,8 +103,9 @@ class CPS(Framework):
                 labels1, labels2 = mixed_labels1, mixed_labels2
             else:
                 rows = {m: v[start:] for m, v in batch.items()}
-                labels1 = self._pseudo_labels(out1, rows)
-                labels2 = self._pseudo_labels(out2, rows)
+                first_unlabeled = rows_l - start
+                labels1 = self._pseudo_labels(out1, rows, "model", first_unlabeled)
+                labels2 = self._pseudo_labels(out2, rows, "model2", first_unlabeled)
             cps = (self.supervised_loss(labels2, out1, global_batch_size=cps_global, ohem=False)
                    + self.supervised_loss(labels1, out2, global_batch_size=cps_global,
                                           ohem=False))

@@ -107,13 +107,14 @@ class MeanTeacher(Framework):
         self.teacher = self.model_builder()
         self.teacher.set_weights(self.model.get_weights())
         self.optimizer = self.make_optimizer(self.model)
+        self.build_pseudo_balance()
         if (self.mask_student or self.mask_teacher) and len(self.model.inputs) < 2:
             logging.warning("%s: the model has one modality, so modality masking is off",
                             type(self).__name__)
 
     def checkpoint_items(self):
         return {"model": self.model, "teacher": self.teacher,
-                **self.optimizer.checkpoint_items()}
+                **self.optimizer.checkpoint_items(), **self.pseudo_balance_items()}
 
     @property
     def eval_model(self):
@@ -125,21 +126,27 @@ class MeanTeacher(Framework):
     def _seed(self, salt):
         return modality_dropout.step_seed(self.config.seed, self.step, salt)
 
-    def _teacher_targets(self, batch, labeled_rows):
+    def _teacher_targets(self, batch, labeled_rows, first_unlabeled):
         """Pseudo labels (int32 [B,H,W], none on crop padding) or probabilities
         ([B,H,W,C]) for every row; a dict of them per output with `pseudo_targets:
-        per_output`."""
+        per_output`. Rows [labeled_rows, end) may be masked for the teacher; rows
+        [first_unlabeled, end) are the unlabeled ones."""
         teacher_batch = batch
         if self.mask_teacher:
             teacher_batch = modality_dropout.random_modality_mask(
                 batch, self._seed(SALT_TEACHER_MASK), (labeled_rows, num_rows(batch)))
         outputs = self.teacher(teacher_batch, training=self.config.teacher_train_mode)
         if self.config.consistency == "softmax_mse":
-            return self.pseudo_targets(outputs, lambda logits: tf.nn.softmax(
-                tf.cast(tf.stop_gradient(logits), tf.float32)))
-        return self.pseudo_targets(outputs, lambda logits: hard_pseudo_labels(
-            logits, batch, threshold=self.config.pseudo_threshold,
-            class_ratio=self.config.pseudo_class_ratio, ignore_label=self.config.ignore_label))
+            def make_target(logits):
+                return tf.nn.softmax(tf.cast(tf.stop_gradient(logits), tf.float32))
+        else:
+            def make_target(logits):
+                return hard_pseudo_labels(
+                    logits, batch, threshold=self.config.pseudo_threshold,
+                    class_ratio=self.config.pseudo_class_ratio,
+                    ignore_label=self.config.ignore_label)
+        return self.pseudo_targets(outputs, make_target, inputs=batch,
+                                   first_unlabeled=first_unlabeled)
 
     def consistency_loss(self, targets, outputs, global_batch_size):
         """Pseudo-label CE (no OHEM) or softmax MSE over the model's weighted outputs."""
@@ -164,7 +171,8 @@ class MeanTeacher(Framework):
         copies = self.labeled_copies
         batch = concat_inputs(*([inputs_l] * copies), inputs_u)
         sup_rows = copies * num_rows(inputs_l)
-        targets = self._teacher_targets(batch, num_rows(inputs_l))
+        self.count_labels(labels)
+        targets = self._teacher_targets(batch, num_rows(inputs_l), sup_rows)
         student_batch = batch
         if self.config.cutmix:
             first = next(iter(inputs_u.values()))
