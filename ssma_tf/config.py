@@ -127,8 +127,8 @@ KEYS = {
                          " e.g. a LinearFusion stream from that stream", ("logits", "per_output")),
     "pseudo_balance": _k("str", "none", "prior: per-class logit offsets, fitted online, make the"
                          " share of unlabeled pixels each class gets as pseudo label match its"
-                         " share of the labeled pixels (CPS and the mean-teacher family's hard pseudo"
-                         " labels; frameworks/pseudo_balance.py); none: off",
+                         " share of the labeled pixels (CPS and the mean-teacher family; with softmax_mse"
+                         " the soft targets shift too; frameworks/pseudo_balance.py); none: off",
                          ("none", "prior")),
     "cutmix": _k("bool", False, "CutMix on unlabeled batches (CPS and the mean-teacher family)"),
     # (ssl engineer) consistency target and teacher forward mode, frameworks/mean_teacher.py
