@@ -8,7 +8,7 @@ all replicas); `framework.global_unlabeled_batch_size` likewise when `uses_unlab
 
 import tensorflow as tf
 
-from ssma_tf.frameworks.losses import penalty_loss, supervised_loss
+from ssma_tf.frameworks.losses import hard_pseudo_labels, penalty_loss, supervised_loss
 from ssma_tf.frameworks.pseudo_balance import PriorBalance
 from ssma_tf.training.optimizers import GroupOptimizer
 
@@ -123,12 +123,19 @@ class Framework:
         if self.pseudo_balance is not None:
             self.pseudo_balance.observe_labels(labels)
 
-    def pseudo_targets(self, outputs, make_target, *, inputs, labeler="", first_unlabeled=0):
+    def pseudo_targets(self, outputs, *, inputs, labeler="", first_unlabeled=0,
+                       make_target=None):
         """Targets made by `make_target(logits)` from a labeler's `outputs` (computed on the
-        `inputs` dict): one, from its "logits", for every output (`pseudo_targets: logits`),
-        or with `per_output` a dict {name: target} over the loss-weighted outputs
-        (losses.target_for). With `self.pseudo_balance` (a PriorBalance), the logits first get
-        `labeler`'s class offsets, fitted on rows [first_unlabeled, end)."""
+        `inputs` dict; default: hard pseudo labels with the config's `pseudo_threshold`,
+        `pseudo_class_ratio` and `ignore_label`): one, from its "logits", for every output
+        (`pseudo_targets: logits`), or with `per_output` a dict {name: target} over the
+        loss-weighted outputs (losses.target_for). With `self.pseudo_balance` (a PriorBalance),
+        the logits first get `labeler`'s class offsets, fitted on rows [first_unlabeled, end)."""
+        if make_target is None:
+            def make_target(logits):
+                return hard_pseudo_labels(logits, inputs, threshold=self.config.pseudo_threshold,
+                                          class_ratio=self.config.pseudo_class_ratio,
+                                          ignore_label=self.config.ignore_label)
         targets = {}
         for name in self.pseudo_output_names():
             logits = outputs[name]

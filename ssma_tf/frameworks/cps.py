@@ -21,7 +21,6 @@ import tensorflow as tf
 
 from ssma_tf.frameworks import cutmix
 from ssma_tf.frameworks.base import Framework
-from ssma_tf.frameworks.losses import hard_pseudo_labels
 from ssma_tf.frameworks.mean_teacher import (SALT_CUTMIX, concat_inputs, num_rows,
                                               sigmoid_rampup)
 from ssma_tf.frameworks.modality_dropout import step_seed
@@ -55,12 +54,8 @@ class CPS(Framework):
     def _pseudo_labels(self, outputs, inputs, labeler, first_unlabeled):
         """Hard pseudo labels of network `labeler`'s `outputs` (per output with
         `per_output`); rows [first_unlabeled, end) are unlabeled."""
-        return self.pseudo_targets(
-            outputs, lambda logits: hard_pseudo_labels(
-                logits, inputs, threshold=self.config.pseudo_threshold,
-                class_ratio=self.config.pseudo_class_ratio,
-                ignore_label=self.config.ignore_label),
-            inputs=inputs, labeler=labeler, first_unlabeled=first_unlabeled)
+        return self.pseudo_targets(outputs, inputs=inputs, labeler=labeler,
+                                   first_unlabeled=first_unlabeled)
 
     def _mixed_unlabeled(self, inputs_u):
         """(student unlabeled rows, pseudo labels of net 1, of net 2) under CutMix."""

@@ -43,7 +43,7 @@ from absl import logging
 
 from ssma_tf.frameworks import cutmix, modality_dropout
 from ssma_tf.frameworks.base import Framework
-from ssma_tf.frameworks.losses import hard_pseudo_labels, target_for
+from ssma_tf.frameworks.losses import target_for
 
 SALT_STUDENT_MASK, SALT_TEACHER_MASK, SALT_CUTMIX = 1, 2, 3
 
@@ -94,6 +94,11 @@ def num_rows(batch):
     return value.shape[0] if value.shape[0] is not None else tf.shape(value)[0]
 
 
+def soft_targets(logits):
+    """Softmax of `logits` in float32, without gradient (softmax-MSE consistency targets)."""
+    return tf.nn.softmax(tf.cast(tf.stop_gradient(logits), tf.float32))
+
+
 class MeanTeacher(Framework):
     """Student + EMA teacher; see the module docstring for the step."""
 
@@ -136,17 +141,9 @@ class MeanTeacher(Framework):
             teacher_batch = modality_dropout.random_modality_mask(
                 batch, self._seed(SALT_TEACHER_MASK), (labeled_rows, num_rows(batch)))
         outputs = self.teacher(teacher_batch, training=self.config.teacher_train_mode)
-        if self.config.consistency == "softmax_mse":
-            def make_target(logits):
-                return tf.nn.softmax(tf.cast(tf.stop_gradient(logits), tf.float32))
-        else:
-            def make_target(logits):
-                return hard_pseudo_labels(
-                    logits, batch, threshold=self.config.pseudo_threshold,
-                    class_ratio=self.config.pseudo_class_ratio,
-                    ignore_label=self.config.ignore_label)
-        return self.pseudo_targets(outputs, make_target, inputs=batch,
-                                   first_unlabeled=first_unlabeled)
+        soft = self.config.consistency == "softmax_mse"    # else hard pseudo labels
+        return self.pseudo_targets(outputs, inputs=batch, first_unlabeled=first_unlabeled,
+                                   make_target=soft_targets if soft else None)
 
     def consistency_loss(self, targets, outputs, global_batch_size):
         """Pseudo-label CE (no OHEM) or softmax MSE over the model's weighted outputs."""
