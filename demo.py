@@ -157,10 +157,13 @@ def semi_demo(out, records):
                f"val_data={records['val']}", f"test_data={records['val']}"]
     for framework in ("supervised", "mean_teacher", "cps", "m3l"):
         run = os.path.join(out, "runs", f"semi_{framework}")
-        overrides = [f"checkpoint={run}", f"framework={framework}", *labeled]
+        overrides = [f"checkpoint={run}", *labeled]
+        config_file = "demo_semi_train.config" if framework == "supervised" else \
+            f"demo_semi_{framework}.config"
         _step(f"semi-supervised: training LinearFusion with {framework} (1/20 labels)")
-        _, seconds = train_run("demo_semi_train.config", overrides)
-        results = evaluate_run("demo_semi_test.config", overrides, "all")
+        _, seconds = train_run(config_file, overrides)
+        results = evaluate_run("demo_semi_test.config", [*overrides, f"framework={framework}"],
+                               "all")
         print("   mIoU: " + ", ".join(f"{k} {100 * v['miou']:.1f}" for k, v in results.items()))
         rows.append((f"LinearFusion, {framework}", "rgb + depth", results["full"], seconds))
         rows.append((f"LinearFusion, {framework}, depth missing", "rgb", results["no depth"],

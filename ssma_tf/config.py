@@ -1,43 +1,41 @@
-"""The one config system: flat `key: value` YAML files (SSMA's .config files stay valid).
+"""The config system: flat `key: value` YAML files (SSMA's .config files stay valid).
 
-Every key is declared once in KEYS with its type, default and a one-line doc. Unknown or
-wrongly typed keys raise ConfigError naming the file, line and key (with a "did you mean").
-`--override key=value` values are parsed as YAML.
+Keys are declared beside the code that reads them: the run's own keys (data, loop,
+evaluation) here in CORE_KEYS; each model, backbone and framework declares its keys where it
+registers (ssma_tf/registry.py). A config is checked against the keys of the components it
+chooses (its `model`, the model's sub-components such as `backbone` or `expert`, its
+`framework`): an unknown key, a wrongly typed value, or a key that only a component it does
+not choose reads is a ConfigError naming the file, line and key. A file may extend others
+with `base: other.config` (or a list of files; paths relative to the file): its own keys
+override theirs. `--override key=value` values are parsed as YAML.
 """
 
+import dataclasses
 import difflib
 import os
-from dataclasses import dataclass
 
 import yaml
 
+from ssma_tf import registry
 from ssma_tf.errors import ConfigError
+from ssma_tf.registry import Key
 
-MULTIMODAL_MODELS = ("ssma", "linearfusion", "tokenfusion")
 LR_GROUPS = ("encoder", "decoder", "norm")
-MODELS = ("AdapNet_pp", "SSMA", "segformer", "linearfusion", "tokenfusion")
-
-
-@dataclass(frozen=True)
-class Key:
-    type: str              # int | float | str | bool | list | dict | path
-    default: object
-    doc: str
-    choices: tuple = ()
+REGISTRIES = {"model": registry.MODELS, "backbone": registry.BACKBONES,
+              "framework": registry.FRAMEWORKS}
 
 
 def _k(type_, default, doc, choices=()):
     return Key(type_, default, doc, tuple(choices))
 
 
-KEYS = {
-    # --- SSMA / AdapNet++ keys (original names and meaning) ---
-    "model": _k("str", "AdapNet_pp", "model builder: AdapNet_pp, SSMA, segformer, linearfusion,"
-                " tokenfusion (case-insensitive)"),
+CORE_KEYS = {
+    # --- SSMA's run keys (original names and meaning) ---
+    "model": Key("str", "AdapNet_pp", "registered model (case-insensitive): AdapNet_pp, SSMA,"
+                 " segformer, linearfusion, tokenfusion, deeplabv2, deeplabv3plus, ...",
+                 component="model"),
     "num_classes": _k("int", None, "number of output channels (class 0 = void when ignore_label 0)"),
     "checkpoint": _k("path", None, "checkpoint folder (train: output, auto-resume) or prefix (test)"),
-    "checkpoint1": _k("path", None, "stage-1 expert checkpoint for the first modality (SSMA)"),
-    "checkpoint2": _k("path", None, "stage-1 expert checkpoint for the second modality (SSMA)"),
     "train_data": _k("path", None, "training records (converter --record path or shard glob)"),
     "test_data": _k("path", None, "evaluation records"),
     "batch_size": _k("int", 8, "global labeled batch size (all replicas together)"),
@@ -53,7 +51,7 @@ KEYS = {
                     " when nothing to resume; alias of init_checkpoint"),
     "type": _k("str", None, "legacy SSMA modality pair, e.g. rgb_hha; mapped to modalities"),
     # --- data ---
-    "modalities": _k("list", None, "input modalities; default [rgb, depth] for SSMA/fusion models,"
+    "modalities": _k("list", None, "input modalities; default [rgb, depth] for multimodal models,"
                      " [rgb] otherwise"),
     "dataset": _k("str", None, "dataset name in dataset.registry (class names, palette)"),
     "val_data": _k("path", None, "validation records"),
@@ -69,26 +67,11 @@ KEYS = {
     "photometric": _k("bool", True, "photometric jitter on colour modalities"),
     "depth_max": _k("float", 10.0, "metres mapped to 1.0 when normalising raw depth"),
     "shuffle_buffer": _k("int", 256, "examples in the shuffle buffer"),
-    # --- model ---
-    "width_multiplier": _k("float", 1.0, "channel width multiplier (AdapNet++/SSMA)"),
-    "backbone_units": _k("list", [3, 4, 6, 3], "residual units per ResNet stage (AdapNet++)"),
-    "rates": _k("str", "code", "dilation rates of the last stage", ("code", "paper")),
-    "easpp_rates": _k("list", [3, 6, 12], "eASPP dilation rates"),
-    "aux_loss": _k("bool", True, "AdapNet++ auxiliary heads in the loss"),
-    "dropout": _k("float", 0.7, "AdapNet++ drop rate in block 4 unit 3 (original keep_prob 0.3)"),
-    "backbone": _k("str", "b0", "MiT variant", ("b0", "b1", "b2", "b3", "b4", "b5")),
-    "decoder_dim": _k("int", 256, "Segformer/LinearFusion decoder width"),
-    "fusion_ratio": _k("float", 0.8, "LinearFusion/TokenFusion ratio"),
-    "ensemble": _k("str", "learned", "LinearFusion/TokenFusion ensemble output: learned "
-                   "(softmax(alpha)-weighted streams, alpha trained) or mean (M3L's code)",
-                   ("learned", "mean")),
-    "stage": _k("str", None, "SSMA recipe stage: expert | fusion | finetune (default: fusion for"
-                " SSMA, expert otherwise)", ("expert", "fusion", "finetune")),
-    "freeze_experts": _k("bool", None, "freeze SSMA experts (default: true in stage fusion)"),
     "init_checkpoint": _k("path", None, "checkpoint to initialise from when nothing to resume"),
     # --- training ---
-    "framework": _k("str", "supervised", "training regime", (
-        "supervised", "supervised_moddrop", "mean_teacher", "mean_teacher_moddrop", "cps", "m3l")),
+    "framework": Key("str", "supervised", "registered training regime: supervised,"
+                     " supervised_moddrop, mean_teacher, mean_teacher_moddrop, cps, m3l, ...",
+                     component="framework"),
     "strategy": _k("str", "one_device", "tf.distribute strategy (multi_worker reads TF_CONFIG)",
                    ("one_device", "mirrored", "multi_worker")),
     "seed": _k("int", 0, "global random seed"),
@@ -106,36 +89,6 @@ KEYS = {
     "ohem_min_kept": _k("int", None, "OHEM minimum kept pixels per image (default 0.08*H*W)"),
     "summary_step": _k("int", 100, "write TensorBoard prediction images every N steps"),
     "keep_checkpoints": _k("int", 5, "checkpoints kept in the checkpoint folder"),
-    # --- semi-supervised ---
-    "sup_only_steps": _k("int", 0, "semi-supervised frameworks: first steps on labeled batches"
-                         " only (U2PL's sup_only_epoch); the teacher then copies the student"
-                         " and ramp-up / EMA count from there"),
-    "ema_decay": _k("float", 0.99, "mean-teacher EMA decay"),
-    "consistency_weight": _k("float", 1.0, "weight of the pseudo-label / consistency loss"),
-    "rampup_steps": _k("int", 0, "sigmoid ramp-up of the consistency / cps weight (0: off)"),
-    "cps_weight": _k("float", 1.5, "cross pseudo supervision weight"),
-    "pseudo_threshold": _k("float", 0.0, "hard pseudo labels: pixels whose top softmax probability"
-                           " is below this are not trained (0: all, as M3L and CPS)"),
-    "pseudo_class_ratio": _k("float", 0.0, "hard pseudo labels: every predicted class also keeps"
-                             " its top fraction of pixels by confidence (DMT's class-balanced"
-                             " selection, per batch; 0: off)"),
-    "pseudo_rows": _k("str", "all", "rows trained on pseudo labels: all (M3L, CPS) or unlabeled"
-                      " (U2PL, s4GAN)", ("all", "unlabeled")),
-    "pseudo_targets": _k("str", "logits", "logits: the teacher's (CPS: the other network's)"
-                         " main output labels every loss-weighted output (M3L, CPS);"
-                         " per_output: each output learns from the same output of the labeler,"
-                         " e.g. a LinearFusion stream from that stream", ("logits", "per_output")),
-    "pseudo_balance": _k("str", "none", "prior: per-class logit offsets, fitted online, make the"
-                         " share of unlabeled pixels each class gets as pseudo label match its"
-                         " share of the labeled pixels (CPS and the mean-teacher family; with softmax_mse"
-                         " the soft targets shift too; frameworks/pseudo_balance.py); none: off",
-                         ("none", "prior")),
-    "cutmix": _k("bool", False, "CutMix on unlabeled batches (CPS and the mean-teacher family)"),
-    # (ssl engineer) consistency target and teacher forward mode, frameworks/mean_teacher.py
-    "consistency": _k("str", "pseudo_ce", "mean-teacher consistency: hard pseudo-label CE (M3L)"
-                      " or softmax MSE (TorchSemiSeg MT, weight 100)", ("pseudo_ce", "softmax_mse")),
-    "teacher_train_mode": _k("bool", True, "teacher / pseudo-label forwards use batch statistics"
-                             " and dropout (as M3L, TorchSemiSeg); false: inference mode"),
     # --- evaluation ---
     "eval_scales": _k("list", [1.0], "multi-scale evaluation factors"),
     "eval_flip": _k("bool", False, "add horizontally flipped predictions at evaluation"),
@@ -148,9 +101,8 @@ _TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "boo
                "list": "a list", "dict": "a mapping", "path": "a path"}
 
 
-def _coerce(key, value):
+def _coerce(spec, value):
     """Value converted to the key's type, or raise ValueError."""
-    spec = KEYS[key]
     if value is None:
         return spec.default
     if isinstance(value, str) and spec.type not in ("str", "path"):
@@ -162,110 +114,164 @@ def _coerce(key, value):
         if isinstance(value, bool) or not (isinstance(value, int) or
                                            (isinstance(value, float) and value.is_integer())):
             raise ValueError
-        return int(value)
-    if spec.type == "float":
+        value = int(value)
+    elif spec.type == "float":
         if isinstance(value, bool):
             raise ValueError
-        return float(value)
-    if spec.type == "bool":
+        value = float(value)
+    elif spec.type == "bool":
         if not isinstance(value, bool):
             raise ValueError
-        return value
-    if spec.type in ("str", "path"):
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and key == "gpu_id":
-            return str(value)
+    elif spec.type in ("str", "path"):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and spec.type == "str":
+            value = str(value)          # gpu_id: 0
         if not isinstance(value, str):
             raise ValueError
         value = value.strip()
         if value == "":
             return None
-        if spec.choices and value not in spec.choices:
-            raise ValueError
-        return value
-    if spec.type == "list":
+        if spec.component:
+            return value                # checked against its registry
+    elif spec.type == "list":
         if not isinstance(value, (list, tuple)):
             raise ValueError
-        return list(value)
-    if not isinstance(value, dict):
+        value = list(value)
+    elif not isinstance(value, dict):
         raise ValueError
-    return dict(value)
+    else:
+        value = dict(value)
+    if spec.choices and value not in spec.choices:
+        raise ValueError
+    return value
+
+
+def _check(key, spec, value, where):
+    try:
+        value = _coerce(spec, value)
+    except (ValueError, TypeError, yaml.YAMLError):
+        want = _TYPE_NAMES[spec.type]
+        if spec.choices:
+            want = "one of " + ", ".join(str(c) for c in spec.choices)
+        raise ConfigError(f"{where}: key '{key}' must be {want}, got {value!r}") from None
+    if spec.bounds and value is not None and not spec.bounds[0] <= value <= spec.bounds[1]:
+        raise ConfigError(f"{where}: key '{key}' must be between {spec.bounds[0]} and "
+                          f"{spec.bounds[1]}, got {value}")
+    return value
+
+
+def chosen_components(given, where):
+    """(entries, {key: Key}) for the components `given` chooses: its model and framework and,
+    recursively, what their component keys (e.g. `backbone`, `expert`) name; with every
+    key they and the run read. A component's `key_defaults` replace other keys' defaults."""
+    registry.load_builtin()
+    specs, entries = dict(CORE_KEYS), []
+    pending = ["model", "framework"]
+    while pending:
+        key = pending.pop(0)
+        spec = specs[key]
+        name = _check(key, spec, given.get(key), where(key)) or spec.default
+        entry = REGISTRIES[spec.component].get(name, f"{where(key)}: key '{key}'")
+        entries.append(entry)
+        for sub, sub_spec in entry.keys.items():
+            if specs.get(sub, sub_spec) != sub_spec:
+                raise ConfigError(f"{spec.component} {entry.name!r} declares key '{sub}' "
+                                  "unlike another chosen component")
+            specs[sub] = sub_spec
+            if sub_spec.component:
+                pending.append(sub)
+    for entry in entries:
+        for key, default in entry.info.get("key_defaults", {}).items():
+            specs[key] = dataclasses.replace(specs[key], default=default)
+    return entries, specs
+
+
+def _readers(key):
+    """'model SSMA, framework cps' — the registered components that declare `key`."""
+    names = [f"{entry.kind} {entry.name}" for reg in REGISTRIES.values() for entry in reg
+             if key in entry.keys]
+    return ", ".join(names)
+
+
+def _not_read(key, where, entries, specs):
+    readers = _readers(key)
+    if readers:
+        chosen = ", ".join(f"{e.kind} {e.name}" for e in entries)
+        return ConfigError(f"{where}: key '{key}' is read by {readers}, not by this config's "
+                           f"{chosen}")
+    known = set(specs) | {k for reg in REGISTRIES.values() for e in reg for k in e.keys}
+    hint = difflib.get_close_matches(key, sorted(known), n=1)
+    extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+    return ConfigError(f"{where}: unknown key '{key}'{extra}")
+
+
+def _resolve(given, where):
+    """{key: value} over the chosen components' keys: checked, defaults filled, names
+    canonical, and the derived keys (modalities, init_checkpoint)."""
+    entries, specs = chosen_components(given, where)
+    for key in given:
+        if key not in specs:
+            raise _not_read(key, where(key), entries, specs)
+    out = {key: _check(key, spec, given.get(key), where(key)) for key, spec in specs.items()}
+    for key, spec in specs.items():
+        if spec.component and out[key] is not None:
+            out[key] = REGISTRIES[spec.component].get(out[key]).name
+    if out["modalities"] is None:
+        if out["type"]:
+            out["modalities"] = out["type"].split("_")
+        else:
+            out["modalities"] = ["rgb", "depth"] if entries[0].multimodal else ["rgb"]
+    unknown = sorted(set(out["lr_multipliers"]) - set(LR_GROUPS))
+    if unknown:
+        raise ConfigError(f"{where('lr_multipliers')}: key 'lr_multipliers': unknown group "
+                          f"'{unknown[0]}', expected {', '.join(LR_GROUPS)}")
+    if out["init_checkpoint"] is None:
+        out["init_checkpoint"] = out["intialize"]
+    return out
 
 
 class Config:
-    """Attribute access over the resolved dict; `source` names the file."""
+    """Attribute access over the resolved keys of the chosen components; `source` names the
+    file. Read-only; `replace()` gives a checked copy."""
 
-    def __init__(self, given, source="<dict>"):
+    def __init__(self, given, source="<dict>", where=None):
+        where = dict(where or {})
+
+        def locate(key):
+            return where.get(key, source)
+
         object.__setattr__(self, "_given", dict(given))
-        object.__setattr__(self, "_values", _resolve(given))
+        object.__setattr__(self, "_where", where)
+        object.__setattr__(self, "_values", _resolve(given, locate))
         object.__setattr__(self, "source", source)
 
     def __getattr__(self, name):
         try:
             return self._values[name]
         except KeyError:
-            raise AttributeError(f"config has no key {name!r}") from None
+            raise AttributeError(f"config has no key {name!r} (no chosen component reads "
+                                 "it)") from None
 
     def __setattr__(self, name, value):
         raise AttributeError("Config is read-only; use replace(...)")
 
+    def __contains__(self, key):
+        return key in self._values
+
     def to_dict(self):
         return dict(self._values)
 
+    def explicit(self):
+        """The keys the file, overrides or dict set, as given."""
+        return dict(self._given)
+
     def replace(self, **changes):
-        """A copy with `changes` applied (validated; derived defaults re-derived)."""
-        given = dict(self._given)
-        for key, value in changes.items():
-            given[key] = _check(key, value, f"{self.source}: key")
-        return Config(given, self.source)
+        """A copy with `changes` applied (checked; derived defaults re-derived)."""
+        given = {**self._given, **changes}
+        where = {k: v for k, v in self._where.items() if k not in changes}
+        return Config(given, self.source, where)
 
     def __repr__(self):
         return f"Config({self.source!r}, {self._values!r})"
-
-
-def _check(key, value, where):
-    if key not in KEYS:
-        hint = difflib.get_close_matches(key, KEYS, n=1)
-        extra = f" (did you mean '{hint[0]}'?)" if hint else ""
-        raise ConfigError(f"{where}: unknown key '{key}'{extra}")
-    try:
-        return _coerce(key, value)
-    except (ValueError, TypeError, yaml.YAMLError):
-        spec = KEYS[key]
-        want = _TYPE_NAMES[spec.type]
-        if spec.choices:
-            want = "one of " + ", ".join(spec.choices)
-        raise ConfigError(f"{where}: key '{key}' must be {want}, got {value!r}") from None
-
-
-def _resolve(values):
-    """Fill defaults and the derived keys (modalities, stage, freeze_experts)."""
-    out = {key: spec.default for key, spec in KEYS.items()}
-    out.update({k: v for k, v in values.items() if v is not None})
-    model = str(out["model"])
-    canonical = {m.lower(): m for m in MODELS}
-    if model.lower().replace("-", "_") not in canonical:
-        raise ConfigError(f"key 'model' must be one of {', '.join(MODELS)}, got {model!r}")
-    out["model"] = canonical[model.lower().replace("-", "_")]
-    multimodal = out["model"].lower() in MULTIMODAL_MODELS
-    if out["modalities"] is None:
-        if out["type"]:
-            out["modalities"] = out["type"].split("_")
-        else:
-            out["modalities"] = ["rgb", "depth"] if multimodal else ["rgb"]
-    unknown = sorted(set(out["lr_multipliers"]) - set(LR_GROUPS))
-    if unknown:
-        raise ConfigError(f"key 'lr_multipliers': unknown group '{unknown[0]}', expected "
-                          f"{', '.join(LR_GROUPS)}")
-    for key in ("pseudo_threshold", "pseudo_class_ratio"):
-        if not 0.0 <= out[key] <= 1.0:
-            raise ConfigError(f"key '{key}' must be between 0 and 1, got {out[key]}")
-    if out["stage"] is None:
-        out["stage"] = "fusion" if out["model"] == "SSMA" else "expert"
-    if out["freeze_experts"] is None:
-        out["freeze_experts"] = out["model"] == "SSMA" and out["stage"] == "fusion"
-    if out["init_checkpoint"] is None:
-        out["init_checkpoint"] = out["intialize"]
-    return out
 
 
 def _parse_file(path):
@@ -294,6 +300,38 @@ def _parse_file(path):
     return entries
 
 
+def _read_file(path, chain=()):
+    """({key: value}, {key: "file:line"}) of `path` over its `base` files."""
+    if os.path.abspath(path) in chain:
+        raise ConfigError(f"{path}: 'base' includes itself ({' -> '.join(chain)})")
+    raw, where, seen, bases = {}, {}, {}, []
+    for key, value, line in _parse_file(path):
+        here = f"{path}:{line}"
+        if not isinstance(key, str):
+            raise ConfigError(f"{here}: key {key!r} is not a name")
+        if key in seen:
+            raise ConfigError(f"{here}: key '{key}' repeats line {seen[key]}")
+        seen[key] = line
+        if key == "base":
+            bases = [value] if isinstance(value, str) else value
+            if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+                raise ConfigError(f"{here}: 'base' must be a file name or a list of them")
+            base_where = here
+            continue
+        raw[key], where[key] = value, here
+    merged, merged_where = {}, {}
+    for base in bases:
+        base_path = os.path.join(os.path.dirname(path), base)
+        if not os.path.isfile(base_path):
+            raise ConfigError(f"{base_where}: base file {base_path} does not exist")
+        values, places = _read_file(base_path, (*chain, os.path.abspath(path)))
+        merged.update(values)
+        merged_where.update(places)
+    merged.update(raw)
+    merged_where.update(where)
+    return merged, merged_where
+
+
 def parse_override(text):
     """'key=value' -> (key, YAML-parsed value)."""
     key, sep, value = text.partition("=")
@@ -307,29 +345,24 @@ def parse_override(text):
 
 
 def load_config(path, overrides=()):
-    """Config from a flat YAML file plus `key=value` overrides, validated and resolved."""
-    raw, seen = {}, {}
-    for key, value, line in _parse_file(path):
-        where = f"{path}:{line}"
-        if not isinstance(key, str):
-            raise ConfigError(f"{where}: key {key!r} is not a name")
-        if key in seen:
-            raise ConfigError(f"{where}: key '{key}' repeats line {seen[key]}")
-        seen[key] = line
-        raw[key] = _check(key, value, where)
+    """Config from a flat YAML file (over its `base` files) plus `key=value` overrides."""
+    raw, where = _read_file(path)
     for text in overrides:
         key, value = parse_override(text)
-        raw[key] = _check(key, value, f"--override {text!r}")
-    try:
-        return Config(raw, path)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raw[key], where[key] = value, f"--override {text!r}"
+    return Config(raw, path, where)
 
 
 def config_from_dict(values, source="<dict>"):
-    """Config from a dict of keys (tests, programmatic use), validated like a file."""
-    raw = {key: _check(key, value, f"{source}: key") for key, value in values.items()}
-    return Config(raw, source)
+    """Config from a dict of keys (tests, programmatic use), checked like a file."""
+    return Config(values, source)
+
+
+def config_from_saved(values, source):
+    """Config from a run_info.json's resolved keys: the keys its components do not read (an
+    older version wrote every key's default) are left out."""
+    _, specs = chosen_components(values, lambda key: f"{source}: key")
+    return Config({k: v for k, v in values.items() if k in specs}, source)
 
 
 def apply_gpu_id(config):
@@ -338,9 +371,33 @@ def apply_gpu_id(config):
         os.environ["CUDA_VISIBLE_DEVICES"] = config.gpu_id
 
 
-def describe_keys():
-    """Markdown table of every key: name, type, default, doc."""
+def _table(keys):
     rows = ["| key | type | default | doc |", "| --- | --- | --- | --- |"]
-    for key, spec in KEYS.items():
-        rows.append(f"| {key} | {spec.type} | {spec.default!r} | {spec.doc} |")
-    return "\n".join(rows)
+    for key, spec in keys.items():
+        kind = f"{spec.type}: {' / '.join(str(c) for c in spec.choices)}" if spec.choices \
+            else spec.type
+        rows.append(f"| `{key}` | {kind} | `{spec.default!r}` | {spec.doc} |")
+    return rows
+
+
+def describe_keys():
+    """Markdown reference of every key: the run's, then each registered component's."""
+    registry.load_builtin()
+    lines = ["# Config keys", "",
+             "Generated from the key declarations by `python -m ssma_tf.config`; a test fails "
+             "when this page is stale.", "", "## Run (every config)", "", *_table(CORE_KEYS)]
+    for kind, reg in REGISTRIES.items():
+        for entry in sorted(reg, key=lambda e: e.name.lower()):
+            lines += ["", f"## {kind} `{entry.name}`", ""]
+            if entry.keys:
+                lines += _table(entry.keys)
+            else:
+                lines.append("No keys of its own.")
+            if entry.info.get("key_defaults"):
+                changed = ", ".join(f"`{k}` {v!r}" for k, v in entry.info["key_defaults"].items())
+                lines += ["", f"Changes defaults: {changed}."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(describe_keys(), end="")

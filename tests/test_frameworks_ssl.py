@@ -148,7 +148,7 @@ def test_crop_padding_gets_no_pseudo_label():
 # --- frameworks --------------------------------------------------------------------------
 
 from ssma_tf.config import config_from_dict  # noqa: E402
-from ssma_tf.frameworks import FRAMEWORKS  # noqa: E402
+from ssma_tf.frameworks import get_framework  # noqa: E402
 from ssma_tf.frameworks.mean_teacher import ema_decay, sigmoid_rampup  # noqa: E402
 from ssma_tf.frameworks.pseudo_balance import PriorBalance  # noqa: E402
 
@@ -196,7 +196,7 @@ def make(framework, model="inline", **overrides):
         "unlabeled_batch_size": U, "height": H, "width": W, "learning_rate": 1e-3,
         "max_iteration": 50, "modalities": modalities,
         "model": "linearfusion" if model == "inline" else model, **overrides})
-    fw = FRAMEWORKS[framework](config, builder)
+    fw = get_framework(framework)(config, builder)
     fw.step = tf.Variable(0, dtype=tf.int64, trainable=False)
     fw.build()
     return fw
@@ -260,7 +260,8 @@ def test_frameworks_leave_unconfident_pixels_out_of_the_pseudo_labels(framework)
 
 @pytest.mark.parametrize("framework", ["mean_teacher", "cps"])
 def test_cutmix_option_trains(framework):
-    fw = make(framework, cutmix=True, consistency="softmax_mse", consistency_weight=100.0)
+    soft = {"consistency": "softmax_mse", "consistency_weight": 100.0}   # mean teacher's keys
+    fw = make(framework, cutmix=True, **(soft if framework == "mean_teacher" else {}))
     logs = run_steps(fw, 2, batches(["depth", "rgb"]), graph=True)
     assert all(np.isfinite(v) for values in logs for v in values.values())
 
@@ -344,8 +345,8 @@ def test_m3l_student_batch_duplicates_labeled_rows_and_masks_only_the_range():
 
 
 def test_masked_teacher_only_in_mean_teacher_moddrop():
-    assert FRAMEWORKS["mean_teacher_moddrop"].mask_teacher
-    assert not FRAMEWORKS["m3l"].mask_teacher and FRAMEWORKS["m3l"].mask_student
+    assert get_framework("mean_teacher_moddrop").mask_teacher
+    assert not get_framework("m3l").mask_teacher and get_framework("m3l").mask_student
 
 
 @pytest.mark.parametrize("framework,extra,model", [

@@ -7,7 +7,7 @@ import keras
 
 from ssma_tf.config import config_from_dict
 from ssma_tf.errors import ConfigError
-from ssma_tf.frameworks import FRAMEWORKS
+from ssma_tf.frameworks import get_framework
 from ssma_tf.frameworks.losses import penalty_loss, supervised_loss
 from ssma_tf.models.factory import build_model
 from ssma_tf.models.token_fusion import build_token_fusion, exchange_tokens
@@ -139,7 +139,7 @@ def test_frameworks_add_the_mask_l1_penalty(framework):
     config = config_from_dict({
         "framework": framework, "model": "tokenfusion", "num_classes": 5, "batch_size": 1,
         "unlabeled_batch_size": 1, "height": 32, "width": 48, "max_iteration": 10})
-    fw = FRAMEWORKS[framework](config, lambda: _tiny(l1_weight=1.0))
+    fw = get_framework(framework)(config, lambda: _tiny(l1_weight=1.0))
     fw.step = tf.Variable(0, dtype=tf.int64, trainable=False)
     fw.build()
     inputs = {k: tf.constant(v) for k, v in rgbd_inputs(1, height=32, width=48).items()}

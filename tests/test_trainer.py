@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ssma_tf.config import config_from_dict
 from ssma_tf.errors import ConfigError
 from ssma_tf.frameworks.losses import segmentation_loss, supervised_loss
 from ssma_tf.models.factory import build_model
@@ -83,7 +84,7 @@ def test_variable_groups_and_frozen_experts(tmp_path, records):
     frozen = build_model(config.replace(stage="fusion"), {"rgb": 3, "depth": 1})
     assert set(split_variables(frozen)) == {"decoder"}
     assert not frozen.get_layer("expert_rgb").trainable
-    fusion = build_model(config.replace(model="linearfusion", backbone="b0"),
+    fusion = build_model(config_from_dict({"model": "linearfusion", "num_classes": 2}),
                          {"rgb": 3, "depth": 1})
     groups = split_variables(fusion)  # the MiT encoder is a layer, not a sub-model
     assert set(groups) == {"encoder", "norm", "decoder"}
@@ -180,7 +181,7 @@ def test_stage2_initialises_frozen_experts_from_stage1(tmp_path, records):
         train(ssma.replace(checkpoint2=None, checkpoint=str(tmp_path / "s2")))
     with pytest.raises(ConfigError, match=r"key 'checkpoint2': no checkpoint at .*nowhere"):
         train(ssma.replace(checkpoint2=str(tmp_path / "nowhere"), checkpoint=str(tmp_path / "s3")))
-    with pytest.raises(ConfigError, match=r"key 'checkpoint2'.*expected an AdapNet_pp expert "
+    with pytest.raises(ConfigError, match=r"key 'checkpoint2'.*expected the AdapNet_pp expert "
                                           r"of \['depth'\]"):
         train(ssma.replace(checkpoint2=rgb.checkpoint, checkpoint=str(tmp_path / "s4")))
 
@@ -188,11 +189,11 @@ def test_stage2_initialises_frozen_experts_from_stage1(tmp_path, records):
 def test_unlabeled_stream_draws_its_own_augmentation(tmp_path, records):
     """Same records in both streams: the crops and flips must still differ (independent seeds),
     else every unlabeled row would share its labeled row's geometry."""
-    from ssma_tf.frameworks import FRAMEWORKS
+    from ssma_tf.frameworks import get_framework
     from ssma_tf.training.trainer import _datasets
     config = tiny_config(tmp_path, records, framework="mean_teacher", unlabeled_data=records,
                          shuffle_buffer=1, scale_min=0.5, scale_max=2.0, flip=True)
-    framework = FRAMEWORKS["mean_teacher"](config, None)
+    framework = get_framework("mean_teacher")(config, None)
     labeled, unlabeled = _datasets(config, tf.distribute.get_strategy(), framework, 0)
     (inputs_l, _), inputs_u = next(labeled), next(unlabeled)
     assert inputs_l["rgb"].shape == inputs_u["rgb"].shape

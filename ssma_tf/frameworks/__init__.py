@@ -1,27 +1,15 @@
-"""Training regimes, by config name: FRAMEWORKS[config.framework](config, model_builder).
+"""Training regimes. Each module registers its framework with the keys it reads
+(`register_framework`, ssma_tf/registry.py); importing the package imports every module."""
 
-Add a regime by importing its class here and adding one entry.
-"""
+import importlib
+import pkgutil
 
-from ssma_tf.frameworks.cps import CPS
-from ssma_tf.frameworks.m3l import M3L, MeanTeacherModDrop
-from ssma_tf.frameworks.mean_teacher import MeanTeacher
-from ssma_tf.frameworks.modality_dropout import SupervisedModDrop
-from ssma_tf.frameworks.supervised import Supervised
+from ssma_tf.registry import FRAMEWORKS
 
-FRAMEWORKS = {"supervised": Supervised}
-# semi-supervised engine (ssl engineer)
-FRAMEWORKS.update({
-    "supervised_moddrop": SupervisedModDrop,
-    "mean_teacher": MeanTeacher,
-    "mean_teacher_moddrop": MeanTeacherModDrop,
-    "cps": CPS,
-    "m3l": M3L,
-})
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def get_framework(name):
-    """The Framework class registered as `name`."""
-    if name not in FRAMEWORKS:
-        raise KeyError(f"unknown framework {name!r}; known: {sorted(FRAMEWORKS)}")
-    return FRAMEWORKS[name]
+    """The Framework class registered as `name` (ConfigError naming the known ones)."""
+    return FRAMEWORKS.get(name, "key 'framework'").obj

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from ssma_tf.frameworks.losses import hard_pseudo_labels, penalty_loss, supervised_loss
 from ssma_tf.frameworks.pseudo_balance import PriorBalance
+from ssma_tf.registry import Key
 from ssma_tf.training.optimizers import GroupOptimizer
 
 
@@ -152,3 +153,30 @@ class Framework:
             ignore_label=self.config.ignore_label,
             global_batch_size=global_batch_size or self.global_batch_size,
             ohem=self.ohem if ohem else None)
+
+
+SEMI_KEYS = {
+    "sup_only_steps": Key("int", 0, "first steps on labeled batches only (U2PL's sup_only_epoch);"
+                          " the teacher then copies the student and ramp-up / EMA count from"
+                          " there"),
+    "rampup_steps": Key("int", 0, "sigmoid ramp-up of the unlabeled loss weight (0: off)"),
+    "pseudo_threshold": Key("float", 0.0, "hard pseudo labels: pixels whose top softmax"
+                            " probability is below this are not trained (0: all, as M3L, CPS)",
+                            bounds=(0, 1)),
+    "pseudo_class_ratio": Key("float", 0.0, "hard pseudo labels: every predicted class also"
+                              " keeps its top fraction of pixels by confidence (DMT's"
+                              " class-balanced selection, per batch; 0: off)", bounds=(0, 1)),
+    "pseudo_rows": Key("str", "all", "rows trained on pseudo labels: all (M3L, CPS) or"
+                       " unlabeled (U2PL, s4GAN)", ("all", "unlabeled")),
+    "pseudo_targets": Key("str", "logits", "logits: the labeler's main output labels every"
+                          " loss-weighted output (M3L, CPS); per_output: each output learns"
+                          " from the labeler's same output (a LinearFusion stream from that"
+                          " stream)", ("logits", "per_output")),
+    "pseudo_balance": Key("str", "none", "prior: per-class logit offsets, fitted online, make"
+                          " each class's share of the pseudo labels match its share of the"
+                          " labeled pixels (soft targets shift too); none: off",
+                          ("none", "prior")),
+    "cutmix": Key("bool", False, "CutMix on the unlabeled batches"),
+    "teacher_train_mode": Key("bool", True, "labeler forwards use batch statistics and dropout"
+                              " (as M3L, TorchSemiSeg); false: inference mode"),
+}

@@ -20,10 +20,11 @@ the CPS term covers the mixed rows only.
 import tensorflow as tf
 
 from ssma_tf.frameworks import cutmix
-from ssma_tf.frameworks.base import Framework
+from ssma_tf.frameworks.base import SEMI_KEYS, Framework
 from ssma_tf.frameworks.mean_teacher import (SALT_CUTMIX, concat_inputs, num_rows,
                                               sigmoid_rampup)
 from ssma_tf.frameworks.modality_dropout import step_seed
+from ssma_tf.registry import Key, register_framework
 
 
 class CPS(Framework):
@@ -110,3 +111,7 @@ class CPS(Framework):
         del tape
         return {"loss": loss, "supervised_loss": sup1, "supervised_loss2": sup2,
                 "cps_loss": cps, "learning_rate": self.optimizer.learning_rate()}
+
+
+KEYS = {**SEMI_KEYS, "cps_weight": Key("float", 1.5, "cross pseudo supervision weight")}
+register_framework("cps", CPS, keys=KEYS)

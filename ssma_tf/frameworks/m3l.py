@@ -12,7 +12,8 @@ both then reduce to a mean teacher whose labeled rows appear twice.
 The teacher is the evaluated model.
 """
 
-from ssma_tf.frameworks.mean_teacher import MeanTeacher
+from ssma_tf.frameworks.mean_teacher import KEYS, MeanTeacher
+from ssma_tf.registry import register_framework
 
 
 class M3L(MeanTeacher):
@@ -26,3 +27,7 @@ class MeanTeacherModDrop(M3L):
     """M3L's step with the teacher's input masked as well (independent draw)."""
 
     mask_teacher = True
+
+
+register_framework("m3l", M3L, keys=KEYS)
+register_framework("mean_teacher_moddrop", MeanTeacherModDrop, keys=KEYS)

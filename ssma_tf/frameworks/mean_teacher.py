@@ -42,8 +42,9 @@ import tensorflow as tf
 from absl import logging
 
 from ssma_tf.frameworks import cutmix, modality_dropout
-from ssma_tf.frameworks.base import Framework
+from ssma_tf.frameworks.base import SEMI_KEYS, Framework
 from ssma_tf.frameworks.losses import target_for
+from ssma_tf.registry import Key, register_framework
 
 SALT_STUDENT_MASK, SALT_TEACHER_MASK, SALT_CUTMIX = 1, 2, 3
 
@@ -214,3 +215,13 @@ class MeanTeacher(Framework):
         ema_update(self.teacher.non_trainable_weights, self.model.non_trainable_weights, 0.0)
         return {"loss": loss, "supervised_loss": supervised, "consistency_loss": consistency,
                 "consistency_weight": weight, "learning_rate": self.optimizer.learning_rate()}
+
+
+KEYS = {
+    **SEMI_KEYS,
+    "ema_decay": Key("float", 0.99, "teacher EMA decay", bounds=(0, 1)),
+    "consistency_weight": Key("float", 1.0, "weight of the pseudo-label / consistency loss"),
+    "consistency": Key("str", "pseudo_ce", "hard pseudo-label CE (M3L) or softmax MSE"
+                       " (TorchSemiSeg MT, weight 100)", ("pseudo_ce", "softmax_mse")),
+}
+register_framework("mean_teacher", MeanTeacher, keys=KEYS)

@@ -14,6 +14,7 @@ import tensorflow as tf
 from absl import logging
 
 from ssma_tf.frameworks.supervised import Supervised
+from ssma_tf.registry import register_framework
 
 
 def step_seed(seed, step, salt):
@@ -78,3 +79,6 @@ class SupervisedModDrop(Supervised):
 
     def prepare_inputs(self, inputs):
         return random_modality_mask(inputs, step_seed(self.config.seed, self.step, salt=0))
+
+
+register_framework("supervised_moddrop", SupervisedModDrop)

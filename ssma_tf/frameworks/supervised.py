@@ -1,6 +1,7 @@
 """Supervised training: labeled batches only, weighted loss over the model's outputs."""
 
 from ssma_tf.frameworks.base import Framework
+from ssma_tf.registry import register_framework
 
 
 class Supervised(Framework):
@@ -27,3 +28,6 @@ class Supervised(Framework):
     def train_step(self, labeled, unlabeled=None):
         inputs, labels = labeled
         return self.supervised_only_step((self.prepare_inputs(inputs), labels))
+
+
+register_framework("supervised", Supervised)

@@ -1,4 +1,4 @@
-"""AdapNet++ (research/ssma.md §1-§3): ResNet-50 encoder, eASPP, skip taps, decoder.
+"""AdapNet++ (Valada et al., IJCV 2019): ResNet-50 encoder, eASPP, skip taps, decoder.
 
 The encoder (stem + ResNet + skip taps + eASPP) is a nested keras.Model named "encoder"
 returning {"skip1": 1/4, "skip2": 1/8, "easpp": 1/16}; SSMA reuses it as its experts.
@@ -10,7 +10,9 @@ import keras
 from ssma_tf.models.layers import (
     BroadcastLike, ResizeLike, conv_bn, float32_output, global_pool, scaled, upconv_bn,
 )
+from ssma_tf.models.parts import ExpertParts
 from ssma_tf.models.resnet import resnet50_features
+from ssma_tf.registry import Key, register_model
 
 SKIP_CHANNELS = 24
 AUX_WEIGHTS = {"aux1": 0.6, "aux2": 0.5}
@@ -96,6 +98,13 @@ def decoder(easpp_out, skip1, skip2, reference, num_classes, *, width=1.0,
     return outputs
 
 
+def decode(features, reference, num_classes, *, fused=False, width=1.0, aux_heads=True):
+    """The decoder on the encoder's {"skip1", "skip2", "easpp"}; `fused` (SSMA) adds the skip
+    attention."""
+    return decoder(features["easpp"], features["skip1"], features["skip2"], reference,
+                   num_classes, width=width, aux_heads=aux_heads, skip_attention=fused)
+
+
 def loss_weights(outputs) -> dict:
     """Supervised loss weights for a decoder's outputs (main 1, aux 0.6 / 0.5)."""
     return {"logits": 1.0, **{k: w for k, w in AUX_WEIGHTS.items() if k in outputs}}
@@ -109,9 +118,26 @@ def build_adapnet_pp(num_classes, modality="rgb", channels=3, *, width=1.0,
     image = keras.Input((None, None, channels), name=modality)
     encoder = build_encoder(channels, width=width, units=units, rates=rates,
                             easpp_rates=easpp_rates, input_bn=input_bn, dropout=dropout)
-    f = encoder(image)
-    outputs = decoder(f["easpp"], f["skip1"], f["skip2"], image, num_classes,
-                      width=width, aux_heads=aux_heads)
+    outputs = decode(encoder(image), image, num_classes, width=width, aux_heads=aux_heads)
     model = keras.Model({modality: image}, outputs, name=name)
     model.output_loss_weights = loss_weights(outputs)
     return model
+
+
+KEYS = {
+    "width_multiplier": Key("float", 1.0, "channel width multiplier", arg="width"),
+    "backbone_units": Key("list", [3, 4, 6, 3], "residual units per ResNet stage", arg="units"),
+    "rates": Key("str", "code", "dilation rates of the last stages: the released code's or the"
+                 " paper's", ("code", "paper")),
+    "easpp_rates": Key("list", [3, 6, 12], "eASPP dilation rates"),
+    "aux_loss": Key("bool", True, "auxiliary heads in the loss", arg="aux_heads"),
+    "dropout": Key("float", 0.7, "drop rate in block 4's last unit (original keep_prob 0.3)",
+                   bounds=(0.0, 0.99)),
+    "input_bn": Key("bool", True, "BatchNorm on the raw input, as the released code"),
+}
+ADAPNET_PARTS = ExpertParts(
+    build_encoder, decode, context="easpp", loss_weights=loss_weights,
+    encoder_args=("width", "units", "rates", "easpp_rates", "input_bn", "dropout"),
+    decoder_args=("width", "aux_heads"))
+register_model("AdapNet_pp", build_adapnet_pp, keys=KEYS, multimodal=False, crop_multiple=16,
+               features={"decoder": "dec2_conv2_bn"}, expert=ADAPNET_PARTS)

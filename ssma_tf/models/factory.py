@@ -1,8 +1,21 @@
-"""build_model(config): dispatch on config.model to the builders (imported lazily)."""
+"""build_model(config, channels): the registered builder of `config.model`, called with the
+keys that model declares (ssma_tf/registry.py).
 
+A model's keys become builder keywords (`Key.arg`, else the key's name). A key that names a
+sub-component (`Key.component`: a backbone, or SSMA's expert model) is passed as a
+`Component`: the chosen entry with its own keys' values, built the same way.
+"""
+
+import dataclasses
+import math
+
+import keras
+
+from ssma_tf import registry
 from ssma_tf.errors import ConfigError
 
 DEFAULT_CHANNELS = {"depth": 1}     # raw depth; every other modality is 3-channel
+REGISTRIES = {"model": registry.MODELS, "backbone": registry.BACKBONES}
 
 
 def default_channels(modalities):
@@ -10,57 +23,86 @@ def default_channels(modalities):
     return {m: DEFAULT_CHANNELS.get(m, 3) for m in modalities}
 
 
-def _single(config, channels):
-    if len(config.modalities) != 1:
-        raise ConfigError(f"{config.source}: key 'modalities': model {config.model} takes one "
-                          f"modality, got {config.modalities}")
-    modality = config.modalities[0]
-    return modality, channels[modality]
+@dataclasses.dataclass(frozen=True)
+class Component:
+    """A chosen sub-component: its registry entry and the keyword options from its keys."""
+
+    entry: registry.Entry
+    options: dict
+
+    def build(self, *args, **kwargs):
+        """Call the component's builder with its options (explicit keywords win)."""
+        return self.entry.obj(*args, **{**self.options, **kwargs})
 
 
-def freeze_experts(model):
-    """Make every nested `expert_*` encoder non-trainable (its BN then runs in inference)."""
-    for layer in model.layers:
-        if layer.name.startswith("expert_"):
-            layer.trainable = False
+def component_options(entry, config, core_args=None):
+    """Builder keywords of `entry` from `config`: its keys (sub-components as Components;
+    not its `recipe_keys`, read by the trainer) and its `core_args` ({builder keyword: run
+    key}, e.g. MiT's xla_friendly <- xla)."""
+    options = {}
+    for key, spec in entry.keys.items():
+        if key in entry.info.get("recipe_keys", ()):
+            continue
+        value = getattr(config, key)
+        if spec.component:
+            sub = REGISTRIES[spec.component].get(value)
+            value = Component(sub, component_options(sub, config))
+        options[spec.arg or key] = value
+    for arg, key in entry.info.get("core_args", {}).items():
+        options[arg] = getattr(config, key)
+    return options
 
 
-def build_model(config, channels=None):
-    """The keras.Model named by config.model; `channels` = {modality: C} (default per name)."""
+def crop_multiple(config):
+    """What the crop's height and width must divide by: the least common multiple of the
+    `crop_multiple` of the model and of the models and backbones it is built from."""
+    multiple, pending = 1, [model_entry(config)]
+    while pending:
+        entry = pending.pop()
+        multiple = math.lcm(multiple, entry.info.get("crop_multiple", 1))
+        for key, spec in entry.keys.items():
+            if spec.component:
+                pending.append(REGISTRIES[spec.component].get(getattr(config, key)))
+    return multiple
+
+
+def model_entry(config):
+    """The registry entry of `config.model`."""
+    return registry.MODELS.get(config.model, f"{config.source}: key 'model'")
+
+
+def build_model(config, channels=None, features=()):
+    """The keras.Model named by config.model; `channels` = {modality: C} (default per name).
+    A multimodal builder gets `(num_classes, {modality: C}, **options)`, a unimodal one
+    `(num_classes, modality, C, **options)`.
+    `features`: names from the model's `features` ({name: layer}) to add as extra outputs
+    "feature_<name>" (e.g. a decoder feature for a representation head)."""
     if config.num_classes is None:
         raise ConfigError(f"{config.source}: key 'num_classes' is required")
+    entry = model_entry(config)
     channels = {**default_channels(config.modalities), **(channels or {})}
-    multi = {m: channels[m] for m in config.modalities}
-    kind = config.model.lower()
-    if kind == "adapnet_pp":
-        from ssma_tf.models.adapnet_pp import build_adapnet_pp
-        modality, c = _single(config, channels)
-        return build_adapnet_pp(
-            config.num_classes, modality, c, width=config.width_multiplier,
-            units=tuple(config.backbone_units), rates=config.rates,
-            easpp_rates=tuple(config.easpp_rates), aux_heads=config.aux_loss,
-            dropout=config.dropout)
-    if kind == "ssma":
-        from ssma_tf.models.ssma import build_ssma
-        model = build_ssma(config.num_classes, multi, width=config.width_multiplier,
-                           units=tuple(config.backbone_units), rates=config.rates,
-                           easpp_rates=tuple(config.easpp_rates))
-        if config.freeze_experts:
-            freeze_experts(model)
-        return model
-    if kind == "segformer":
-        from ssma_tf.models.segformer import build_segformer
-        modality, c = _single(config, channels)
-        return build_segformer(config.num_classes, modality, c, variant=config.backbone,
-                               decoder_dim=config.decoder_dim)
-    if kind == "linearfusion":
-        from ssma_tf.models.linear_fusion import build_linear_fusion
-        return build_linear_fusion(config.num_classes, multi, variant=config.backbone,
-                                   ratio=config.fusion_ratio, decoder_dim=config.decoder_dim,
-                                   ensemble=config.ensemble)
-    if kind == "tokenfusion":
-        from ssma_tf.models.token_fusion import build_token_fusion
-        return build_token_fusion(config.num_classes, multi, variant=config.backbone,
-                                  ratio=config.fusion_ratio, decoder_dim=config.decoder_dim,
-                                  ensemble=config.ensemble)
-    raise ConfigError(f"{config.source}: key 'model': unknown model {config.model!r}")
+    modalities = {m: channels[m] for m in config.modalities}
+    if not entry.multimodal and len(modalities) != 1:
+        raise ConfigError(f"{config.source}: key 'modalities': model {entry.name} takes one "
+                          f"modality, got {config.modalities}")
+    inputs = (modalities,) if entry.multimodal else next(iter(modalities.items()))
+    model = entry.obj(config.num_classes, *inputs, **component_options(entry, config))
+    return with_features(model, entry, features) if features else model
+
+
+def with_features(model, entry, names):
+    """`model` whose outputs also hold "feature_<name>" for each of `names` (the output of the
+    layer the model's entry names for it); loss and penalty weights are kept."""
+    layers = entry.info.get("features", {})
+    unknown = [n for n in names if n not in layers]
+    if unknown:
+        raise ConfigError(f"model {entry.name} has no feature {unknown[0]!r} (it has "
+                          f"{', '.join(sorted(layers)) or 'none'})")
+    outputs = dict(model.output)
+    for name in names:
+        outputs[f"feature_{name}"] = model.get_layer(layers[name]).output
+    wrapped = keras.Model(model.input, outputs, name=model.name)
+    for attribute in ("output_loss_weights", "output_penalty_weights"):
+        if hasattr(model, attribute):
+            setattr(wrapped, attribute, getattr(model, attribute))
+    return wrapped

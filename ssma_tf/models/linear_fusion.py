@@ -33,7 +33,9 @@ from keras import ops
 
 from ssma_tf.errors import ConfigError
 from ssma_tf.models.mit import MixTransformer, mit_config
+from ssma_tf.models.segformer import KEYS as SEGFORMER_KEYS
 from ssma_tf.models.segformer import ResizeToInput, SegformerHead
+from ssma_tf.registry import Key, register_model
 
 
 class StackStreams(keras.layers.Layer):
@@ -149,3 +151,11 @@ def build_linear_fusion(num_classes, modalities, *, variant="b0", ratio=0.8,
     return build_stream_model(num_classes, modalities, make_encoder, decoder_dim=decoder_dim,
                               freeze_bn=freeze_bn, ensemble=ensemble,
                               model_name="LinearFusion", name=name)
+
+
+ENSEMBLE_KEY = Key("str", "learned", "ensemble output: learned (softmax(alpha)-weighted streams,"
+                   " alpha trained) or mean (M3L's code)", ("learned", "mean"))
+KEYS = {**SEGFORMER_KEYS, "ensemble": ENSEMBLE_KEY,
+        "fusion_ratio": Key("float", 0.8, "share of each stream kept by the linear mixing",
+                            arg="ratio", bounds=(0.0, 1.0))}
+register_model("linearfusion", build_linear_fusion, keys=KEYS, multimodal=True)

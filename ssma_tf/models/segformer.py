@@ -22,7 +22,10 @@ import keras
 from keras import ops
 
 from ssma_tf.models.layers import batch_norm
-from ssma_tf.models.mit import MixTransformer, _conv_init, mit_config, xla_friendly
+from ssma_tf.registry import Key, register_model
+from ssma_tf.models.mit import (
+    VARIANTS, MixTransformer, _conv_init, mit_config, xla_friendly,
+)
 
 BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
 BN_EPSILON = 1e-5
@@ -164,3 +167,14 @@ def build_segformer(num_classes, modality="rgb", channels=3, *, variant="b0",
     model = keras.Model(inputs, {"logits": logits}, name=name)
     model.output_loss_weights = {"logits": 1.0}
     return model
+
+
+KEYS = {
+    "backbone": Key("str", "b0", "MiT variant (tiny: the tests' size)", tuple(VARIANTS),
+                    arg="variant"),
+    "decoder_dim": Key("int", 256, "Segformer decoder width"),
+    "freeze_bn": Key("bool", False, "decoder BatchNorm in inference mode (M3L's setting)"),
+    "drop_path_rate": Key("float", None, "stochastic depth rate (default: the variant's)"),
+}
+register_model("segformer", build_segformer, keys=KEYS, multimodal=False,
+               features={"decoder": "decoder"})

@@ -1,25 +1,30 @@
-"""SSMA multimodal fusion (research/ssma.md §4).
+"""SSMA multimodal fusion (Valada et al., IJCV 2019) over any expert model.
 
-One AdapNet++ encoder per modality ("expert_<modality>", the same architecture as
-AdapNet++'s "encoder", so unimodal weights copy over with set_weights), an SSMA block at
-each of the three levels (eASPP, skip2 at 1/8, skip1 at 1/4) and the AdapNet++ decoder
-with skip attention. The original trains with frozen experts: set
-`model.get_layer("expert_<m>").trainable = False` (its BNs then use moving statistics).
+One encoder per modality ("expert_<modality>", the expert model's own encoder, so a
+unimodal stage-1 model's "encoder" weights copy over), an SSMA block on each of the
+encoder's named features, and the expert model's decoder on the fused features. The expert
+is any registered model with `expert=ExpertParts(...)` (ssma_tf/models/parts.py): AdapNet++
+(the paper's; fused levels eASPP, skip2 at 1/8, skip1 at 1/4), DeepLab-v2, DeepLab-v3+...
+The recipe: stage 1 trains the experts alone; stage "fusion" copies them in and freezes
+them (their BNs then use moving statistics); stage "finetune" trains everything.
 """
 
 import keras
 
 from ssma_tf.errors import ConfigError
-from ssma_tf.models.adapnet_pp import build_encoder, decoder, loss_weights
+from ssma_tf.models.adapnet_pp import ADAPNET_PARTS
 from ssma_tf.models.layers import conv, conv_bn
+from ssma_tf.registry import Key, register_model
+
+STAGES = ("expert", "fusion", "finetune")
 
 
 def ssma_block(streams, *, eta, project_bn, name):
     """Fuse N streams of C channels each into C channels.
 
     concat (N*C) -> 3x3 conv N*C/eta (bias) ReLU -> 3x3 conv N*C (bias) sigmoid -> gate the
-    concat -> projection to C: 1x1 conv + BN (`project_bn`, eASPP level) or 3x3 conv with
-    bias and no BN (skip levels), as the released code.
+    concat -> projection to C: 1x1 conv + BN (`project_bn`, the context level) or 3x3 conv
+    with bias and no BN (skip levels), as the released code.
     """
     channels = streams[0].shape[-1]
     x = keras.layers.Concatenate(name=f"{name}_concat")(streams)
@@ -34,33 +39,78 @@ def ssma_block(streams, *, eta, project_bn, name):
     return conv(x, channels, 3, use_bias=True, name=f"{name}_project")
 
 
-def build_ssma(num_classes, modalities, *, width=1.0, units=(3, 4, 6, 3), rates="code",
-               easpp_rates=(3, 6, 12), eta=(16, 6), input_bn=True, dropout=0.0,
-               aux_heads=False, name="ssma") -> keras.Model:
+def freeze_expert_encoders(model):
+    """Make every nested `expert_*` encoder non-trainable (its BN then runs in inference)."""
+    for layer in model.layers:
+        if layer.name.startswith("expert_"):
+            layer.trainable = False
+
+
+def build_ssma(num_classes, modalities, *, parts=ADAPNET_PARTS, eta=(16, 6), dropout=0.0,
+               aux_heads=False, name="ssma", **options) -> keras.Model:
     """SSMA over `modalities` ({name: channels}, at least two, in fusion order).
 
-    `eta`: (eASPP-level, skip-level) bottleneck reductions. `dropout` applies inside the
-    experts (the original runs them with dropout off). Outputs {"logits"} (+ aux heads).
+    `parts`: the expert model's ExpertParts (default AdapNet++'s); `options`: that model's
+    builder options (split into encoder and decoder options). `eta`: (context-level,
+    skip-level) bottleneck reductions. `dropout` applies inside the experts (the original
+    runs them with dropout off). Outputs {"logits"} (+ the decoder's aux heads).
     """
     if len(modalities) < 2:
         raise ConfigError(f"modalities: SSMA fuses at least two, got {list(modalities)!r}")
-    eta_easpp, eta_skip = eta
+    if "dropout" in parts.encoder_args:
+        options["dropout"] = dropout
+    if "aux_heads" in parts.decoder_args:
+        options["aux_heads"] = aux_heads
+    encoder_options, decoder_options = parts.split(options)
+    eta_context, eta_skip = eta
     inputs, features = {}, []
     for modality, channels in modalities.items():
         inputs[modality] = keras.Input((None, None, channels), name=modality)
-        expert = build_encoder(channels, width=width, units=units, rates=rates,
-                               easpp_rates=easpp_rates, input_bn=input_bn,
-                               dropout=dropout, name=f"expert_{modality}")
+        expert = parts.build_encoder(channels, name=f"expert_{modality}", **encoder_options)
         features.append(expert(inputs[modality]))
-
-    def fuse(level, level_eta, project_bn):
-        return ssma_block([f[level] for f in features], eta=level_eta,
-                          project_bn=project_bn, name=f"ssma_{level}")
-
+    levels = [parts.context] + sorted(k for k in features[0] if k != parts.context)
+    fused = {}
+    for level in levels:
+        context = level == parts.context
+        fused[level] = ssma_block([f[level] for f in features],
+                                  eta=eta_context if context else eta_skip,
+                                  project_bn=context, name=f"ssma_{level}")
     reference = next(iter(inputs.values()))
-    outputs = decoder(fuse("easpp", eta_easpp, True), fuse("skip1", eta_skip, False),
-                      fuse("skip2", eta_skip, False), reference, num_classes,
-                      width=width, aux_heads=aux_heads, skip_attention=True)
+    outputs = parts.decode(fused, reference, num_classes, fused=True, **decoder_options)
     model = keras.Model(inputs, outputs, name=name)
-    model.output_loss_weights = loss_weights(outputs)
+    model.output_loss_weights = parts.loss_weights(outputs)
     return model
+
+
+def build_ssma_model(num_classes, modalities, *, expert, stage="fusion", freeze_experts=None,
+                     eta=(16, 6)):
+    """SSMA from the config: `expert` is the chosen expert model (a factory Component);
+    the experts are frozen when `freeze_experts`, by default in stage fusion."""
+    model = build_ssma(num_classes, modalities, parts=expert.entry.expert, eta=tuple(eta),
+                       **expert.options)
+    if freeze_experts if freeze_experts is not None else stage == "fusion":
+        freeze_expert_encoders(model)
+    return model
+
+
+def initialises_experts(config):
+    """Whether a fresh run copies stage-1 experts in (stage fusion)."""
+    return config.stage == "fusion"
+
+
+KEYS = {
+    "expert": Key("str", "AdapNet_pp", "the expert model (any registered model with expert"
+                  " parts: AdapNet_pp, deeplabv2, deeplabv3plus, ...)", component="model"),
+    "stage": Key("str", "fusion", "recipe stage: expert (stage 1 is the unimodal model), fusion"
+                 " (experts copied from checkpoint1.. and frozen), finetune (all trained)",
+                 STAGES),
+    "freeze_experts": Key("bool", None, "freeze the experts (default: true in stage fusion)"),
+    "eta": Key("list", [16, 6], "SSMA bottleneck reductions: (context level, skip levels)"),
+    "checkpoint1": Key("path", None, "stage-1 expert checkpoint for the first modality"),
+    "checkpoint2": Key("path", None, "stage-1 expert checkpoint for the second modality"),
+}
+register_model(
+    "SSMA", build_ssma_model, keys=KEYS, multimodal=True, recipe_keys=("checkpoint1",
+                                                                      "checkpoint2"),
+    key_defaults={"dropout": 0.0, "aux_loss": False}, initialises_experts=initialises_experts,
+    features={"decoder": "dec2_conv2_bn"})

@@ -22,8 +22,10 @@
 import keras
 from keras import ops
 
-from ssma_tf.models.linear_fusion import build_stream_model
+from ssma_tf.models.linear_fusion import ENSEMBLE_KEY, build_stream_model
+from ssma_tf.models.segformer import KEYS as SEGFORMER_KEYS
 from ssma_tf.models.mit import MixTransformer, StreamLayerNorm, gelu, mit_config
+from ssma_tf.registry import Key, register_model
 
 THRESHOLD = 0.02
 L1_WEIGHT = 1e-4
@@ -158,17 +160,15 @@ class TokenFusionTransformer(MixTransformer):
         return {**config, "threshold": self.threshold}
 
 
-def build_token_fusion(num_classes, modalities, *, variant="b0", ratio=None, decoder_dim=256,
+def build_token_fusion(num_classes, modalities, *, variant="b0", decoder_dim=256,
                        threshold=THRESHOLD, l1_weight=L1_WEIGHT, freeze_bn=False,
                        drop_path_rate=None, ensemble="learned",
                        name="token_fusion") -> keras.Model:
     """TokenFusion model: {modality: [B,H,W,C]} -> {"logits", "logits_<modality>", ...}.
 
-    modalities: ordered {name: channels}, at least 2. `ratio` (LinearFusion's) is accepted
-    for the factory and ignored. Extra output "mask_l1" (per-sample mask sums) with
-    `model.output_penalty_weights = {"mask_l1": l1_weight}`.
+    modalities: ordered {name: channels}, at least 2. Extra output "mask_l1" (per-sample
+    mask sums) with `model.output_penalty_weights = {"mask_l1": l1_weight}`.
     """
-    del ratio  # TokenFusion has no linear mixing
     config = mit_config(variant, drop_path_rate=drop_path_rate)
 
     def make_encoder(num_streams):
@@ -180,3 +180,11 @@ def build_token_fusion(num_classes, modalities, *, variant="b0", ratio=None, dec
                                model_name="TokenFusion", name=name)
     model.output_penalty_weights = {"mask_l1": l1_weight}
     return model
+
+
+KEYS = {**SEGFORMER_KEYS, "ensemble": ENSEMBLE_KEY,
+        "token_threshold": Key("float", THRESHOLD, "score below which a token is exchanged",
+                               arg="threshold"),
+        "mask_l1_weight": Key("float", L1_WEIGHT, "weight of the mask-score L1 penalty",
+                              arg="l1_weight")}
+register_model("tokenfusion", build_token_fusion, keys=KEYS, multimodal=True)

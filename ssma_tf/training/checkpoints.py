@@ -70,11 +70,22 @@ def init_from_checkpoint(model, path, key="init_checkpoint"):
                           f"({str(exc).splitlines()[0][:200]})") from None
 
 
+def expert_config(config, modality):
+    """The stage-1 config of `config`'s expert for `modality`: the expert model with the
+    fusion config's keys that it reads (a checkpoint without run_info.json)."""
+    from ssma_tf.config import config_from_saved
+
+    values = {**config.explicit(), "model": config.expert, "modalities": [modality]}
+    for key in ("framework", "expert", "type"):
+        values.pop(key, None)
+    return config_from_saved(values, config.source)
+
+
 def expert_sources(config):
     """[(modality, prefix, stage-1 config)] for SSMA's experts from checkpoint1, checkpoint2...
     The stage-1 config comes from the checkpoint's run_info.json when there is one (else this
     config's options); checked before any model is built."""
-    from ssma_tf.config import KEYS, Config
+    from ssma_tf.config import config_from_saved
 
     sources = []
     for index, modality in enumerate(config.modalities):
@@ -86,19 +97,19 @@ def expert_sources(config):
         prefix = find_checkpoint(path, key)
         info = read_run_info(checkpoint_folder(prefix))
         if info:
-            stage1 = Config({k: v for k, v in info["config"].items() if k in KEYS}, prefix)
+            stage1 = config_from_saved(info["config"], prefix)
         else:
-            stage1 = config.replace(model="AdapNet_pp", modalities=[modality], stage="expert")
-        if stage1.model != "AdapNet_pp" or stage1.modalities != [modality]:
+            stage1 = expert_config(config, modality)
+        if stage1.model != config.expert or stage1.modalities != [modality]:
             raise ConfigError(f"key '{key}': {prefix} is a {stage1.model} model of "
-                              f"{stage1.modalities}, expected an AdapNet_pp expert of "
+                              f"{stage1.modalities}, expected the {config.expert} expert of "
                               f"['{modality}']")
         sources.append((key, modality, prefix, stage1))
     return sources
 
 
 def init_experts(model, config):
-    """Copy the stage-1 AdapNet++ encoders into SSMA's `expert_<modality>` encoders."""
+    """Copy the stage-1 models' "encoder" into SSMA's `expert_<modality>` encoders."""
     from ssma_tf.models.factory import build_model
 
     for key, modality, prefix, stage1 in expert_sources(config):

@@ -18,7 +18,7 @@ from ssma_tf.errors import ConfigError
 from ssma_tf.frameworks import get_framework
 from ssma_tf.io_utils import make_folder
 from ssma_tf.models import layers as model_layers
-from ssma_tf.models.factory import build_model
+from ssma_tf.models.factory import build_model, crop_multiple, model_entry
 from ssma_tf.training import checkpoints
 from ssma_tf.training.progress import Progress
 from ssma_tf.training.run_info import write_run_info
@@ -104,19 +104,21 @@ def _check_batch(config, strategy):
 
 
 def _check_crop(config):
-    """AdapNet++ and SSMA join stride-16, 8 and 4 features, so their crops divide by 16
-    (MiT models take any size; evaluation and serving pad any image themselves)."""
-    if config.model.lower() not in ("adapnet_pp", "ssma"):
-        return
+    """The crop must divide by the model's crop multiple (AdapNet++ and SSMA over it join
+    stride-16, 8 and 4 features: 16; evaluation and serving pad any image themselves)."""
+    multiple = crop_multiple(config)
     for key in ("height", "width"):
         value = getattr(config, key)
-        if value % 16:
-            raise ConfigError(f"{config.source}: key '{key}' ({value}) must be a multiple of 16 "
-                              f"for {config.model} (output stride 16)")
+        if value % multiple:
+            raise ConfigError(f"{config.source}: key '{key}' ({value}) must be a multiple of "
+                              f"{multiple} for {config.model}")
 
 
 def _needs_experts(config):
-    return config.model == "SSMA" and config.stage == "fusion"
+    """Whether the model's recipe copies stage-1 experts in on a fresh run (SSMA, stage
+    fusion)."""
+    rule = model_entry(config).info.get("initialises_experts")
+    return bool(rule and rule(config))
 
 
 def initialise(framework, config):
