@@ -76,7 +76,8 @@ KEYS = {
     "easpp_rates": _k("list", [3, 6, 12], "eASPP dilation rates"),
     "aux_loss": _k("bool", True, "AdapNet++ auxiliary heads in the loss"),
     "dropout": _k("float", 0.7, "AdapNet++ drop rate in block 4 unit 3 (original keep_prob 0.3)"),
-    "backbone": _k("str", "b0", "MiT variant", ("b0", "b1", "b2", "b3", "b4", "b5")),
+    "backbone": _k("str", "b0", "MiT variant (tiny: a test-sized encoder, as the golden"
+                   " checkpoints use)", ("b0", "b1", "b2", "b3", "b4", "b5", "tiny")),
     "decoder_dim": _k("int", 256, "Segformer/LinearFusion decoder width"),
     "fusion_ratio": _k("float", 0.8, "LinearFusion/TokenFusion ratio"),
     "ensemble": _k("str", "learned", "LinearFusion/TokenFusion ensemble output: learned "
