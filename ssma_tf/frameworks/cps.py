@@ -1,6 +1,6 @@
 """Cross pseudo supervision: two differently initialised networks label each other.
 
-Step (semi.md §4.2, m3l.md §3.6), X = [x_l ; x_u]:
+Step (as TorchSemiSeg's CPS, Chen et al. CVPR 2021, and M3L's cps), X = [x_l ; x_u]:
   L = CE(f1(x_l), y) + CE(f2(x_l), y)
       + w(t) * (CE(f1(X), argmax f2(X)) + CE(f2(X), argmax f1(X)));
   w(t) = cps_weight times the mean teacher's sigmoid ramp-up over rampup_steps (0 = off);
@@ -11,7 +11,7 @@ Step (semi.md §4.2, m3l.md §3.6), X = [x_l ; x_u]:
   the pseudo CE covers every weighted output, so LinearFusion's streams learn from it too
   (`pseudo_targets: per_output`: each output from the other network's same output).
   Each network has its own optimizer; network 1 is the evaluated model.
-With `cutmix` (semi.md §4.3): each network first labels the unmixed x_u without gradient
+With `cutmix` (CPS+CutMix): each network first labels the unmixed x_u without gradient
 (`teacher_train_mode` picks the forward mode); the student batch is [x_l ; cutmix(x_u)],
 the pseudo labels of the mixed rows are the unmixed labels mixed with the same mask, and
 the CPS term covers the mixed rows only.

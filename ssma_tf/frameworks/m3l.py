@@ -1,12 +1,12 @@
 """M3L (multimodal mean teacher with a masked student) and mean teacher + modality dropout.
 
-M3L step (m3l.md §3.4), per replica with L labeled and U unlabeled rows:
+M3L step (M3L's meanteachermaskedstudent), per replica with L labeled and U unlabeled rows:
   student batch [x_l ; x_l ; x_u]; rows [L, 2L+U) each get one modality zeroed (or none),
   uniformly; the first x_l copy stays clean;
   supervised loss on the first 2L student rows against [y ; y];
   the teacher sees the same rows UNMASKED and labels all 2L+U rows;
   pseudo-label loss on all rows; EMA teacher as in frameworks/mean_teacher.py.
-Mean teacher + modality dropout (m3l.md §3.5) is the same step with the teacher masked
+Mean teacher + modality dropout (M3L's meanteachermoddrop) is the same step with the teacher masked
 too, by an independent draw. With a unimodal model nothing is masked (a warning is logged):
 both then reduce to a mean teacher whose labeled rows appear twice.
 The teacher is the evaluated model.

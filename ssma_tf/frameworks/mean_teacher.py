@@ -26,9 +26,8 @@ Choices, all documented in the config keys:
 - The EMA covers the trainable variables (the mask token and LinearFusion's ensemble
   weights included). The non-trainable ones, BatchNorm moving statistics above all, are
   copied from the student each step: they already average the student's batch statistics,
-  and in train mode the teacher's own forward would move them toward its batches. Measured
-  on the demo (2400 steps): the mean teacher scored 51.8 mIoU with its own statistics, 54.2
-  with the student's; M3L 55.6 and 56.9.
+  and in train mode the teacher's own forward would move them toward its batches (the
+  demo's numbers: docs/experiments.md §3.4).
 - `teacher_train_mode` (default true, as M3L and TorchSemiSeg): the teacher forward uses
   batch statistics and dropout; false runs it in inference mode.
 - `cutmix`: the unlabeled rows of the student batch are CutMix-ed with their partner rows and

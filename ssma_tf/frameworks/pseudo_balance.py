@@ -3,8 +3,8 @@ online, so that the share of unlabeled pixels a labeler calls class c matches cl
 share of the labeled pixels.
 
 Why: trained from scratch on few labels, a labeler's mean softmax already matches the class
-prior, but its argmax does not: on the demo the teacher calls 0.6 % of the pixels "pit"
-where the labels have 3.9 %, so hard pseudo labels teach the student to forget small
+prior, but its argmax does not: it calls the small classes far less often than the labels
+do (docs/experiments.md §3.1), so hard pseudo labels teach the student to forget small
 classes. Matching the pseudo-label distribution to the labeled one is the idea of
 distribution alignment (ReMixMatch) and of DARS; here it is done on the argmax, in logit
 space, with one offset vector per labeler output.

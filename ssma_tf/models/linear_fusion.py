@@ -20,9 +20,9 @@
   `ensemble: learned` (default) trains alpha, as that design implies; `ensemble: mean` is
   M3L's released code, whose alpha is in no optimizer group, so the ensemble stays the plain
   mean (built without alpha, so checkpoints from before the learned weights restore).
-  On the demo alpha hardly moves (softmax 0.51 / 0.49 after 1200 steps): on the labeled
-  batches both streams fit, though on validation images the depth stream alone scores
-  above the ensemble; `eval_output: logits_depth` evaluates one stream.
+  When every stream fits the labeled batches, alpha barely moves, even where one stream
+  alone is better on held-out images (docs/experiments.md §5); `eval_output: logits_depth`
+  evaluates one stream.
   output_loss_weights = 1/(S+1) each (M3L averages the loss over the S+1 outputs). The
   stream-stacked decoder computes BN batch statistics over all streams together (M3L's
   config freezes that BN: `freeze_bn=True`).

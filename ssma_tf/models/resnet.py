@@ -1,6 +1,6 @@
 """Pre-activation ResNet-50 with multiscale residual units (AdapNet++ encoder, OS 16).
 
-Structure as the released AdapNet++ code (research/ssma.md §1):
+Structure as the released AdapNet++ code (DeepSceneSeg/AdapNet-pp):
 - optional BN on the raw input, 7x7/2 conv-BN-ReLU, 3x3/2 max-pool;
 - four blocks of bottleneck units (out channels 256/512/1024/2048, bottleneck = out/4),
   stride 2 on the 3x3 conv (and the projection shortcut) of the first unit of blocks 2, 3;
