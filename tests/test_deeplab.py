@@ -384,6 +384,20 @@ def test_tiny_v3plus_trains_and_loss_falls():
     assert history[-1] < 0.6 * history[0] and history[-1] == min(history), history
 
 
+def test_xla_forward_and_unknown_size_tracing():
+    import tensorflow as tf
+
+    x = {"rgb": _image(1, 33, 47)}
+    for build in (build_deeplab_v2, build_deeplab_v3plus):
+        model = build(3, **TINY)
+        eager = np.asarray(model(x, training=False)["logits"])
+        xla = tf.function(lambda x, model=model: model(x, training=False), jit_compile=True)
+        np.testing.assert_allclose(np.asarray(xla(x)["logits"]), eager, rtol=1e-4, atol=1e-5)
+        graph = tf.function(lambda x, model=model: model(x, training=False))
+        traced = graph.get_concrete_function({"rgb": tf.TensorSpec((None, None, None, 3))})
+        assert traced.structured_outputs["logits"].shape.as_list() == [None, None, None, 3]
+
+
 # ----------------------------------------------------------------------------- jax
 
 JAX_SCRIPT = """
