@@ -181,7 +181,8 @@ def chosen_components(given, where):
                 pending.append(sub)
     for entry in entries:
         for key, default in entry.info.get("key_defaults", {}).items():
-            specs[key] = dataclasses.replace(specs[key], default=default)
+            if key in specs:        # e.g. a ResNet default, when the backbone is a ResNet
+                specs[key] = dataclasses.replace(specs[key], default=default)
     return entries, specs
 
 

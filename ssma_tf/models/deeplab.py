@@ -64,7 +64,9 @@ from ssma_tf.models.layers import (
     scaled,
 )
 from ssma_tf.models.resnet_v1 import BN_EPSILON, BN_MOMENTUM, resnet_v1_features
+from ssma_tf.models.parts import ExpertParts
 from ssma_tf.models.segformer import bilinear_resize, resize_half_pixel
+from ssma_tf.registry import Key, register_model
 
 VERSIONS = ("v2", "v3plus")
 HEADS = ("standard", "torchsemiseg", "u2pl")
@@ -353,3 +355,74 @@ def build_deeplab_v3plus(num_classes, modality="rgb", channels=3, *, name="deepl
     U2PL and TorchSemiSeg.
     """
     return _build("v3plus", num_classes, modality, channels, name, options)
+
+
+def _backbone_options(backbone):
+    """Encoder options for a chosen backbone (a factory Component): its builder, and the
+    output stride and width the head follows when the backbone has them."""
+    keep = {k: backbone.options[k] for k in ("output_stride", "width") if k in backbone.options}
+    return {"backbone": backbone.build, **keep}
+
+
+def _registered(version):
+    """The config-facing builder and expert parts of DeepLab `version`: the `backbone` key
+    names a registered backbone; the other options as build_deeplab_<version> takes them."""
+    encoder_keys = ENCODER_HEAD_OPTIONS[version]
+    decoder_keys = DECODER_OPTIONS[version] - {"width"}
+
+    def build(num_classes, modality, channels, *, backbone, **options):
+        return _build(version, num_classes, modality, channels, f"deeplab_{version}",
+                      {**options, **_backbone_options(backbone)})
+
+    def build_encoder(channels, *, name, backbone, **options):
+        return build_deeplab_encoder(channels, version=version, name=name, **options,
+                                     **_backbone_options(backbone))
+
+    def decode(features, reference, num_classes, *, fused, backbone, **options):
+        return deeplab_decoder(features, reference, num_classes, version=version,
+                               fused=fused, width=backbone.options.get("width", 1.0),
+                               **options)
+
+    parts = ExpertParts(build_encoder, decode, encoder_args=("backbone", *encoder_keys),
+                        decoder_args=("backbone", *decoder_keys),
+                        context="features" if version == "v2" else "aspp",
+                        loss_weights=lambda outputs: {"logits": 1.0})
+    return build, parts
+
+
+def _resnet_defaults(version):
+    """The version's ResNet defaults as key defaults (the config keys of resnet_v1)."""
+    names = {"width": "width_multiplier"}
+    return {names.get(k, k): v for k, v in BACKBONE_DEFAULTS[version].items() if k != "depth"}
+
+
+BACKBONE_KEY = Key("str", "resnet101", "registered backbone: resnet50, resnet101, ...",
+                   component="backbone")
+ALIGN_KEY = Key("bool", True, "bilinear resizes with align_corners (as the references)",
+                arg="align_corners")
+V2_KEYS = {
+    "backbone": BACKBONE_KEY,
+    "aspp_v2_branches": Key("str", "code", "branches summed: code (the released s4GAN / DMT:"
+                            " rates 6 and 12 only) or paper (all four)", ASPP_V2_BRANCHES),
+    "aspp_v2_rates": Key("list", list(ASPP_V2_RATES), "ASPP-v2 dilation rates"),
+    "align_corners": ALIGN_KEY,
+}
+V3PLUS_KEYS = {
+    "backbone": BACKBONE_KEY,
+    "head": Key("str", "standard", "standard (UniMatch, ST++), torchsemiseg (CPS, mean"
+                " teacher) or u2pl", HEADS),
+    "aspp_rates": Key("list", None, "ASPP dilation rates (default 6, 12, 18 at output stride"
+                      " 16; 12, 24, 36 at 8)"),
+    "low_level_channels": Key("int", None, "low-level projection channels (default 48; u2pl"
+                              " 256)"),
+    "head_dropout": Key("float", None, "dropout in the head (default 0; u2pl 0.1)",
+                        arg="dropout", bounds=(0, 1)),
+    "align_corners": ALIGN_KEY,
+}
+_build_v2, V2_PARTS = _registered("v2")
+_build_v3plus, V3PLUS_PARTS = _registered("v3plus")
+register_model("deeplabv2", _build_v2, keys=V2_KEYS, multimodal=False, expert=V2_PARTS,
+               key_defaults=_resnet_defaults("v2"))
+register_model("deeplabv3plus", _build_v3plus, keys=V3PLUS_KEYS, multimodal=False,
+               expert=V3PLUS_PARTS, key_defaults=_resnet_defaults("v3plus"),
+               features={"decoder": "decoder_conv2_bn"})

@@ -87,16 +87,20 @@ def build_model(config, channels=None, features=()):
                           f"modality, got {config.modalities}")
     inputs = (modalities,) if entry.multimodal else next(iter(modalities.items()))
     model = entry.obj(config.num_classes, *inputs, **component_options(entry, config))
-    return with_features(model, entry, features) if features else model
+    if not features:
+        return model
+    source = entry.info.get("features_from")     # SSMA: its expert model's feature layers
+    layers = (registry.MODELS.get(getattr(config, source)) if source else entry).info.get(
+        "features", {})
+    return with_features(model, entry.name, layers, features)
 
 
-def with_features(model, entry, names):
-    """`model` whose outputs also hold "feature_<name>" for each of `names` (the output of the
-    layer the model's entry names for it); loss and penalty weights are kept."""
-    layers = entry.info.get("features", {})
+def with_features(model, model_name, layers, names):
+    """`model` whose outputs also hold "feature_<name>" for each of `names`: the output of
+    the layer `layers` ({feature name: layer name}) names; loss and penalty weights are kept."""
     unknown = [n for n in names if n not in layers]
     if unknown:
-        raise ConfigError(f"model {entry.name} has no feature {unknown[0]!r} (it has "
+        raise ConfigError(f"model {model_name} has no feature {unknown[0]!r} (it has "
                           f"{', '.join(sorted(layers)) or 'none'})")
     outputs = dict(model.output)
     for name in names:

@@ -50,10 +50,13 @@ running_mean, running_var -> gamma, beta, moving_mean, moving_variance;
 `num_batches_tracked` has no counterpart. `torch_key_to_keras` implements the rule.
 """
 
+import functools
+
 import keras
 
 from ssma_tf.errors import ConfigError
 from ssma_tf.models.layers import batch_norm, conv, he_truncated, scaled
+from ssma_tf.registry import Key, register_backbone
 
 BN_MOMENTUM = 0.9       # PyTorch momentum 0.1
 BN_EPSILON = 1e-5
@@ -223,3 +226,24 @@ def torch_key_to_keras(key, prefix=""):
     name = name.replace("downsample_0", "downsample_conv").replace("downsample_1",
                                                                    "downsample_bn")
     return _join(prefix, name), table[variable]
+
+
+KEYS = {
+    "backbone_units": Key("list", None, "blocks per stage; overrides the depth (e.g. [1, 1, 1, 1]"
+                          " for tests)", arg="units"),
+    "output_stride": Key("int", 16, "output stride (dilation replaces the last strides)",
+                         (8, 16, 32)),
+    "deep_stem": Key("bool", False, "three 3x3 convs as the stem (U2PL's and UniMatch's ResNet)"),
+    "stride_in_1x1": Key("bool", False, "Caffe-style stride on each first 1x1 conv (DeepLab-v2's"
+                         " COCO ResNet); false: on the 3x3 (torchvision v1.5)"),
+    "dilation_style": Key("str", "torchvision", "all: every block of a dilated stage dilated"
+                          " (Caffe); torchvision: its first block keeps the previous dilation",
+                          DILATION_STYLES),
+    "multi_grid": Key("list", None, "layer4 dilation factors, one per block (e.g. [1, 2, 4])"),
+    "pool_ceil": Key("bool", False, "ceil-mode stem max-pool (Caffe)"),
+    "zero_init_residual": Key("bool", False, "each block's last BN starts at gamma 0"),
+    "bn_affine_trainable": Key("bool", True, "train BN gamma and beta (s4GAN: false)"),
+    "width_multiplier": Key("float", 1.0, "channel width multiplier", arg="width"),
+}
+register_backbone("resnet50", functools.partial(resnet_v1_features, depth=50), keys=KEYS)
+register_backbone("resnet101", functools.partial(resnet_v1_features, depth=101), keys=KEYS)

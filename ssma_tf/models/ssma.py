@@ -113,4 +113,4 @@ register_model(
     "SSMA", build_ssma_model, keys=KEYS, multimodal=True, recipe_keys=("checkpoint1",
                                                                       "checkpoint2"),
     key_defaults={"dropout": 0.0, "aux_loss": False}, initialises_experts=initialises_experts,
-    features={"decoder": "dec2_conv2_bn"})
+    features_from="expert")
