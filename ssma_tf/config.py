@@ -389,6 +389,8 @@ def describe_keys():
              "when this page is stale.", "", "## Run (every config)", "", *_table(CORE_KEYS)]
     for kind, reg in REGISTRIES.items():
         for entry in sorted(reg, key=lambda e: e.name.lower()):
+            if not getattr(entry.obj, "__module__", "ssma_tf").startswith("ssma_tf."):
+                continue        # registered from outside the package (a test, a user module)
             lines += ["", f"## {kind} `{entry.name}`", ""]
             if entry.keys:
                 lines += _table(entry.keys)

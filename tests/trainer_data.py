@@ -32,16 +32,20 @@ def write_records(folder, num=8, height=32, width=64, seed=0, name="train"):
     return path
 
 
-TINY_ADAPNET = {"model": "AdapNet_pp", "num_classes": 2, "width_multiplier": 0.125,
-                "backbone_units": [1, 1, 1, 1], "height": 32, "width": 64, "batch_size": 4,
-                "learning_rate": 0.005, "skip_step": 5, "save_step": 5, "summary_step": 5,
-                "flip": False, "photometric": False, "scale_min": 1.0, "scale_max": 1.0,
-                "shuffle_buffer": 8}
+TINY_RUN = {"num_classes": 2, "height": 32, "width": 64, "batch_size": 4,
+            "learning_rate": 0.005, "skip_step": 5, "save_step": 5, "summary_step": 5,
+            "flip": False, "photometric": False, "scale_min": 1.0, "scale_max": 1.0,
+            "shuffle_buffer": 8}
+TINY_ADAPNET_MODEL = {"model": "AdapNet_pp", "width_multiplier": 0.125,
+                      "backbone_units": [1, 1, 1, 1]}
+TINY_ADAPNET = {**TINY_RUN, **TINY_ADAPNET_MODEL}
 
 
-def tiny_config(tmp_path, records, **changes):
-    values = {**TINY_ADAPNET, "train_data": records, "checkpoint": str(tmp_path / "ckpt"),
-              "max_iteration": 10, **changes}
+def tiny_config(tmp_path, records, model_keys=TINY_ADAPNET_MODEL, **changes):
+    """A tiny run's config: TINY_RUN, `model_keys` (default a tiny AdapNet++; SSMA over it
+    reads the same keys), the records and a checkpoint folder, then `changes`."""
+    values = {**TINY_RUN, **model_keys, "train_data": records,
+              "checkpoint": str(tmp_path / "ckpt"), "max_iteration": 10, **changes}
     return config_from_dict(values, "test")
 
 

@@ -50,8 +50,6 @@ running_mean, running_var -> gamma, beta, moving_mean, moving_variance;
 `num_batches_tracked` has no counterpart. `torch_key_to_keras` implements the rule.
 """
 
-import functools
-
 import keras
 
 from ssma_tf.errors import ConfigError
@@ -245,5 +243,17 @@ KEYS = {
     "bn_affine_trainable": Key("bool", True, "train BN gamma and beta (s4GAN: false)"),
     "width_multiplier": Key("float", 1.0, "channel width multiplier", arg="width"),
 }
-register_backbone("resnet50", functools.partial(resnet_v1_features, depth=50), keys=KEYS)
-register_backbone("resnet101", functools.partial(resnet_v1_features, depth=101), keys=KEYS)
+
+
+def resnet50(x, **options):
+    """The ResNet-50 pyramid of `x` (resnet_v1_features)."""
+    return resnet_v1_features(x, depth=50, **options)
+
+
+def resnet101(x, **options):
+    """The ResNet-101 pyramid of `x` (resnet_v1_features)."""
+    return resnet_v1_features(x, depth=101, **options)
+
+
+register_backbone("resnet50", resnet50, keys=KEYS)
+register_backbone("resnet101", resnet101, keys=KEYS)
