@@ -43,7 +43,7 @@ def render_modality(x, spec):
 def label_palette(dataset, info):
     """The registered dataset's palette, else a fixed palette for the records' classes."""
     if dataset:
-        from dataset.registry import get_dataset
+        from ssma_tf.datasets.registry import get_dataset
 
         return get_dataset(dataset).palette
     return default_palette(info.num_classes or 256)

@@ -44,12 +44,12 @@ def modality_specs(config, run_info):
 
 
 def dataset_labels(config):
-    """(class names, palette) from config.dataset in dataset.registry, else generic ones."""
+    """(class names, palette) from config.dataset in ssma_tf.datasets.registry, else generic ones."""
     num_classes = config.num_classes
     names = [f"class_{c}" for c in range(num_classes)]
     palette = default_palette(num_classes)
     if config.dataset:
-        from dataset.registry import get_dataset
+        from ssma_tf.datasets.registry import get_dataset
 
         definition = get_dataset(config.dataset)
         names[:len(definition.class_names)] = list(definition.class_names)[:num_classes]

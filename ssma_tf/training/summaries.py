@@ -13,10 +13,10 @@ from ssma_tf.evaluation.overlays import colorize, default_palette, display_image
 
 
 def dataset_palette(config):
-    """The palette of config.dataset (dataset.registry), else a generic one."""
+    """The palette of config.dataset (ssma_tf.datasets.registry), else a generic one."""
     if config.dataset:
         try:
-            from dataset.registry import get_dataset
+            from ssma_tf.datasets.registry import get_dataset
             palette = np.asarray(get_dataset(config.dataset).palette, np.uint8)
             if len(palette) >= config.num_classes:
                 return palette
