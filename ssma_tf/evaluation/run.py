@@ -7,8 +7,8 @@ from ssma_tf.config import load_config
 from ssma_tf.data import schema
 from ssma_tf.data.pipeline import select_modalities
 from ssma_tf.errors import ConfigError
-from ssma_tf.evaluation.overlays import default_palette
 from ssma_tf.training import checkpoints
+from ssma_tf.visualization import dataset_labels
 
 
 @dataclasses.dataclass
@@ -43,21 +43,6 @@ def modality_specs(config, run_info):
     return select_modalities(records, info, config.modalities)
 
 
-def dataset_labels(config):
-    """(class names, palette) from config.dataset in ssma_tf.datasets.registry, else generic ones."""
-    num_classes = config.num_classes
-    names = [f"class_{c}" for c in range(num_classes)]
-    palette = default_palette(num_classes)
-    if config.dataset:
-        from ssma_tf.datasets.registry import get_dataset
-
-        definition = get_dataset(config.dataset)
-        names[:len(definition.class_names)] = list(definition.class_names)[:num_classes]
-        if len(definition.palette) >= num_classes:
-            palette = definition.palette
-    return names, palette
-
-
 def load_eval_config(config_path, overrides=()):
     """The config, checked for what evaluation needs (num_classes)."""
     config = load_config(config_path, overrides)
@@ -90,5 +75,5 @@ def load_run(config, checkpoint=None):
     prefix = checkpoints.find_checkpoint(checkpoint or config.checkpoint)
     run_info = checkpoints.read_run_info(checkpoints.checkpoint_folder(prefix))
     model = select_output(restore_model(config, prefix), config)
-    names, palette = dataset_labels(config)
+    names, palette = dataset_labels(config.dataset, config.num_classes)
     return Run(config, model, prefix, modality_specs(config, run_info), names, palette, run_info)
