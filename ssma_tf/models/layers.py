@@ -1,4 +1,4 @@
-"""Shared building blocks: He-initialised convs, the BatchNorm factory, resize helpers.
+"""Shared building blocks: He-initialised convs, the BatchNorm factory, resize layers.
 
 Conventions follow the original AdapNet++/SSMA code: SAME padding, kernels drawn from a
 truncated normal with stddev sqrt(2 / (k*k*C_in)), BN momentum 0.99 and epsilon 1e-5,
@@ -9,6 +9,8 @@ import math
 
 import keras
 from keras import ops
+
+from ssma_tf.models.ops import bilinear_resize
 
 BN_MOMENTUM = 0.99
 BN_EPSILON = 1e-5
@@ -97,7 +99,6 @@ class ResizeLike(keras.layers.Layer):
         if not all(isinstance(d, int) for d in shape[1:3]):
             # unknown H, W in a TF graph (serving signature, mixed-size eval): ops.image.resize
             # checks `size <= 0` in Python, which a symbolic size cannot answer
-            from ssma_tf.models.segformer import bilinear_resize
             return bilinear_resize(x, (shape[1], shape[2]))
         return ops.image.resize(x, (shape[1], shape[2]), interpolation="bilinear")
 

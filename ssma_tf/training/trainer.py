@@ -160,9 +160,7 @@ def make_step_fn(config, strategy, framework, supervised_only=False):
             return framework.supervised_only_step(labeled)
         return framework.train_step(labeled, unlabeled)
 
-    if config.xla:
-        from ssma_tf.models.mit import set_xla_friendly
-        set_xla_friendly(True)  # MiT/Segformer trace op forms that XLA:CPU runs fast
+    if config.xla:  # the model builders get xla_friendly=config.xla (models/factory.py)
         replica_step = tf.function(replica_step, jit_compile=True)
 
     @tf.function
