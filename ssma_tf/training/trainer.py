@@ -17,8 +17,8 @@ from ssma_tf.data.pipeline import select_modalities, train_dataset
 from ssma_tf.errors import ConfigError
 from ssma_tf.frameworks import get_framework
 from ssma_tf.io_utils import make_folder
-from ssma_tf.models import layers as model_layers
 from ssma_tf.models.factory import build_model
+from ssma_tf.models.layers import synchronize_batch_norm
 from ssma_tf.training import checkpoints
 from ssma_tf.training.progress import Progress
 from ssma_tf.training.run_info import write_run_info
@@ -132,8 +132,9 @@ def initialise(framework, config):
 def build_framework(config, strategy, channels, model_builder=None):
     """Framework with its models/optimizers built inside `strategy.scope()`."""
     _set_precision(config)
-    model_layers.set_sync_batch_norm(config.sync_bn and strategy.num_replicas_in_sync > 1)
     builder = model_builder or (lambda: build_model(config, channels))
+    if config.sync_bn and strategy.num_replicas_in_sync > 1:   # every network it builds
+        builder = (lambda make=builder: synchronize_batch_norm(make()))
     framework = get_framework(config.framework)(config, builder)
     with strategy.scope():
         framework.step = tf.Variable(
