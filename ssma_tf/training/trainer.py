@@ -250,24 +250,3 @@ def train(config, model_builder=None):
         if not chief:
             shutil.rmtree(write_dir, ignore_errors=True)
     return ckpt_dir
-
-
-def restore_model(config, checkpoint=None):
-    """The framework's eval_model rebuilt from `config`, weights from `checkpoint` (a folder
-    or prefix; default config.checkpoint's latest)."""
-    prefix = checkpoints.find_checkpoint(checkpoint or config.checkpoint)
-    info = checkpoints.read_run_info(checkpoints.checkpoint_folder(prefix))
-    channels = {}
-    if info and info.get("modalities"):
-        channels = {n: s["channels"] for n, s in info["modalities"].items()}
-    framework = build_framework(config.replace(mixed_precision="none"),
-                                tf.distribute.get_strategy(), channels)
-    status = tf.train.Checkpoint(**checkpoints.trackable(framework.checkpoint_items())).restore(
-        prefix)
-    try:
-        status.expect_partial().assert_existing_objects_matched()
-    except (AssertionError, ValueError) as exc:
-        raise ConfigError(f"key 'checkpoint': {prefix} does not match the {config.model} / "
-                          f"{config.framework} built from {config.source} "
-                          f"({str(exc).splitlines()[0][:200]})") from None
-    return framework.eval_model
