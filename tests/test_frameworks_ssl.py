@@ -369,6 +369,12 @@ def test_checkpoint_round_trip_restores_teacher_and_second_network(tmp_path, fra
     assert fresh.eval_model is (fresh.teacher if extra == "teacher" else fresh.model)
 
 
+@pytest.mark.parametrize("framework", sorted(FRAMEWORKS))
+def test_eval_item_names_the_eval_model_among_the_checkpoint_items(framework):
+    fw = make(framework)
+    assert fw.checkpoint_items()[fw.eval_item] is fw.eval_model
+
+
 def test_restore_eval_model_builds_the_teacher_alone_in_float32(tmp_path):
     import keras
 
