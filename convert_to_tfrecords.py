@@ -26,8 +26,8 @@ flags.DEFINE_float("jet_max_depth", None, "Depth (m) mapped to the top of the je
                    "(default: each image's maximum).")
 flags.DEFINE_integer("num_classes", None, "Reject label ids >= this (except --ignore-label).")
 flags.DEFINE_integer("ignore_label", 255, "Label id excluded from loss and metrics.")
-flags.DEFINE_string("label_map", None, "Raw id -> train id: a dataset name from dataset.registry "
-                    "or a JSON file {\"raw\": train}.")
+flags.DEFINE_string("label_map", None, "Raw id -> train id: a dataset name from "
+                    "ssma_tf.datasets.registry or a JSON file {\"raw\": train}.")
 flags.DEFINE_integer("num_shards", 1, "Number of output shards.", lower_bound=1)
 flags.DEFINE_enum("image_format", "png", ["png", "raw"], "Pixel storage in the records: png "
                   "(compact) or raw (uncompressed, ~3x larger, fastest to decode when training).")

@@ -50,7 +50,7 @@ def make_data(out, semi):
                     num_classes=synthetic.NUM_CLASSES, command="demo.py")
         records[split] = path
     if semi:
-        from dataset.splits import make_splits
+        from ssma_tf.datasets.splits import make_splits
 
         records.update(_semi_records(out, lists["train"], make_splits, convert))
     return records

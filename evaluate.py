@@ -46,7 +46,7 @@ def run_evaluation(args):
     """Evaluates as `args` says; returns the JSON-ready report."""
     from ssma_tf.data.pipeline import eval_dataset
     from ssma_tf.evaluation.evaluator import check_modality, evaluate
-    from ssma_tf.evaluation.run import eval_records, load_eval_config, load_run
+    from ssma_tf.runs import eval_records, load_eval_config, load_run
 
     config = load_eval_config(args.config, args.override)
     keras.utils.set_random_seed(config.seed)

@@ -30,8 +30,8 @@ def _parser():
 def main(argv=None):
     args = _parser().parse_args(argv)
     try:
-        from ssma_tf.evaluation.run import load_eval_config, load_run
         from ssma_tf.export.serving import export_saved_model
+        from ssma_tf.runs import load_eval_config, load_run
 
         run = load_run(load_eval_config(args.config, args.override), args.checkpoint)
         path = export_saved_model(

@@ -155,8 +155,8 @@ def run_prediction(args):
 
     from ssma_tf.data.normalize import normalize
     from ssma_tf.evaluation.evaluator import check_modality, label_predictor, parse_scales
-    from ssma_tf.evaluation.overlays import blend, colorize, display_image, write_png
-    from ssma_tf.evaluation.run import load_eval_config, load_run
+    from ssma_tf.runs import load_eval_config, load_run
+    from ssma_tf.visualization import blend, colorize, display_image, write_png
 
     config = load_eval_config(args.config, args.override)
     modalities = list(config.modalities)

@@ -60,35 +60,38 @@ def bench_tf(batch, size, steps, only):
     import tensorflow as tf
 
     from ssma_tf.models.linear_fusion import build_linear_fusion
-    from ssma_tf.models.mit import set_xla_friendly
 
-    keras.utils.set_random_seed(0)
-    model = build_linear_fusion(NUM_CLASSES, {"rgb": 3, "depth": 1}, variant="b0")
-    optimizer = keras.optimizers.AdamW(1e-4, weight_decay=1e-4)
-    optimizer.build(model.trainable_variables)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     inputs, labels = _inputs(batch, size)
     inputs = {k: tf.constant(v) for k, v in inputs.items()}
     labels = tf.constant(labels)
-    weights = model.output_loss_weights
 
-    def train_step():
-        with tf.GradientTape() as tape:
-            outputs = model(inputs, training=True)
-            loss = tf.add_n([w * loss_fn(labels, outputs[k]) for k, w in weights.items()])
-        variables = model.trainable_variables
-        optimizer.apply(tape.gradient(loss, variables), variables)
-        return loss
+    def functions(xla):
+        """(train step, forward) of a fresh model built for XLA or not, compiled likewise."""
+        keras.utils.set_random_seed(0)
+        model = build_linear_fusion(NUM_CLASSES, {"rgb": 3, "depth": 1}, variant="b0",
+                                    xla_friendly=xla)
+        optimizer = keras.optimizers.AdamW(1e-4, weight_decay=1e-4)
+        optimizer.build(model.trainable_variables)
+        weights = model.output_loss_weights
 
-    def infer():
-        return model(inputs, training=False)["logits"]
+        def train_step():
+            with tf.GradientTape() as tape:
+                outputs = model(inputs, training=True)
+                loss = tf.add_n([w * loss_fn(labels, outputs[k]) for k, w in weights.items()])
+            variables = model.trainable_variables
+            optimizer.apply(tape.gradient(loss, variables), variables)
+            return loss
+
+        def infer():
+            return model(inputs, training=False)["logits"]
+
+        return (tf.function(train_step, jit_compile=xla), tf.function(infer, jit_compile=xla))
 
     results = {}
     for xla in (False, True):
         tag = "xla" if xla else "no_xla"
-        set_xla_friendly(xla)  # read when tf.function traces the model
-        train = tf.function(train_step, jit_compile=xla)
-        forward = tf.function(infer, jit_compile=xla)
+        train, forward = functions(xla)
         if f"tf_train_{tag}" in only:
             results[f"tf_train_{tag}"] = _images_per_second(lambda: float(train()), batch, steps)
         if f"tf_inference_{tag}" in only:

@@ -53,7 +53,7 @@ CORE_KEYS = {
     # --- data ---
     "modalities": _k("list", None, "input modalities; default [rgb, depth] for multimodal models,"
                      " [rgb] otherwise"),
-    "dataset": _k("str", None, "dataset name in dataset.registry (class names, palette)"),
+    "dataset": _k("str", None, "dataset name in ssma_tf.datasets.registry (class names, palette)"),
     "val_data": _k("path", None, "validation records"),
     "unlabeled_data": _k("path", None, "unlabeled records (semi-supervised frameworks)"),
     "unlabeled_batch_size": _k("int", None, "global unlabeled batch size (default batch_size)"),

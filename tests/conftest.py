@@ -22,11 +22,7 @@ def pytest_configure(config):
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_reset_globals():
+def _seed():
     import keras
 
-    from ssma_tf.models import layers
-
     keras.utils.set_random_seed(0)
-    yield
-    layers.set_sync_batch_norm(False)  # train() under a 2-replica strategy turns it on

@@ -101,15 +101,26 @@ def test_conv_init_is_truncated_he_and_bn_uses_house_defaults():
     assert bns and all(b.momentum == 0.99 and b.epsilon == 1e-5 for b in bns)
 
 
-def test_sync_batch_norm_switch():
-    try:
-        layers.set_sync_batch_norm(True)
-        assert layers.batch_norm().synchronized
-        model = build_adapnet_pp(3, **TINY)
-        assert model.get_layer("up1_bn").synchronized
-    finally:
-        layers.set_sync_batch_norm(False)
+def test_synchronize_batch_norm_reaches_nested_layers_and_is_read_at_call_time(monkeypatch):
+    from keras.src.layers.normalization import batch_normalization
+
+    model = build_adapnet_pp(3, **TINY)
+    bns = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and not any(b.synchronized for b in bns)
     assert not layers.batch_norm().synchronized
+    assert layers.synchronize_batch_norm(model) is model
+    assert all(b.synchronized for b in bns)
+    encoder_bns = [layer for layer in model.get_layer("encoder").layers  # a nested model
+                   if isinstance(layer, keras.layers.BatchNormalization)]
+    assert encoder_bns and all(b.synchronized for b in encoder_bns)
+    # Keras asks for synchronised moments at call time, so a built model picks it up
+    seen = []
+    moments = batch_normalization.ops.moments
+    monkeypatch.setattr(batch_normalization.ops, "moments",
+                        lambda *a, **k: seen.append(k.get("synchronized")) or moments(*a, **k))
+    model({"rgb": np.zeros((1, 32, 32, 3), np.float32)}, training=True)
+    assert seen and all(seen)
 
 
 def test_one_training_step_updates_weights_and_bn_statistics():

@@ -23,7 +23,7 @@ def test_browse_renders_full_size_examples(tmp_path, capsys):
     assert montage.shape == (H, 4 * W, 3)  # rgb | depth | hha | label
     arrays, label = make_sample(1)
     assert np.abs(montage[:, :W].astype(int) - arrays["rgb"]).max() <= 1
-    from dataset.registry import get_dataset
+    from ssma_tf.datasets.registry import get_dataset
 
     np.testing.assert_array_equal(montage[:, 3 * W:], get_dataset("synthetic").palette[label])
 

@@ -7,9 +7,16 @@ import cv2
 import numpy as np
 import pytest
 
-from dataset import (prepare_cityscapes, prepare_freiburg_forest, prepare_scannet, prepare_sid,
-                     prepare_sunrgbd, prepare_voc, registry)
 from ssma_tf.data.listfile import read_list
+from ssma_tf.datasets import (
+    prepare_cityscapes,
+    prepare_freiburg_forest,
+    prepare_scannet,
+    prepare_sid,
+    prepare_sunrgbd,
+    prepare_voc,
+    registry,
+)
 from ssma_tf.errors import InputError
 
 

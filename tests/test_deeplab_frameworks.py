@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from trainer_data import tiny_config, write_records
 
-from ssma_tf.training.trainer import restore_model, train
+from ssma_tf.training.checkpoints import restore_eval_model
+from ssma_tf.training.trainer import train
 
 TINY_RESNET = {"backbone": "resnet50", "backbone_units": [1, 1, 1, 1],
                "width_multiplier": 0.0625}
@@ -31,7 +32,7 @@ def test_deeplab_trains_under_every_framework(tmp_path, records, model, framewor
     config = tiny_config(tmp_path, records, keys, framework=framework, modalities=modalities,
                          unlabeled_data=records, max_iteration=2, summary_step=0)
     train(config)
-    restored = restore_model(config)
+    restored = restore_eval_model(config)
     inputs = {"rgb": np.ones((1, 32, 64, 3), "float32"),
               "depth": np.ones((1, 32, 64, 1), "float32")}
     logits = restored({m: inputs[m] for m in modalities}, training=False)["logits"]

@@ -10,7 +10,7 @@ import tensorflow as tf
 from eval_models import depth_threshold_model, sample_batch
 from ssma_tf.errors import InputError
 from ssma_tf.evaluation.evaluator import evaluate, padded_probabilities
-from ssma_tf.evaluation.overlays import blend, colorize, default_palette, display_image
+from ssma_tf.visualization import blend, colorize, default_palette, display_image
 
 NAMES = ["floor", "wall", "window"]
 

@@ -9,7 +9,8 @@ from trainer_data import tiny_config, write_records
 from ssma_tf.errors import ConfigError
 from ssma_tf.models.layers import conv_bn
 from ssma_tf.registry import Key, register_backbone
-from ssma_tf.training.trainer import restore_model, train
+from ssma_tf.training.checkpoints import restore_eval_model
+from ssma_tf.training.trainer import train
 
 
 def little_pyramid(image, *, channels=4):
@@ -42,7 +43,7 @@ def test_a_backbone_defined_here_declares_its_key_and_trains_as_a_unimodal_model
     config = tiny_config(tmp_path, records, LITTLE, max_iteration=2, summary_step=0)
     assert config.little_channels == 6
     train(config)
-    model = restore_model(config)
+    model = restore_eval_model(config)
     assert _stem_kernel(model).shape == (3, 3, 3, 6)       # little_channels reached it
     with pytest.raises(ConfigError, match="key 'little_channels' is read by backbone little"):
         tiny_config(tmp_path, records, {"model": "deeplabv3plus"}, little_channels=6)
@@ -61,11 +62,11 @@ def test_the_backbone_serves_as_ssma_experts_copied_from_stage_1(tmp_path, recor
                          checkpoint2=experts["depth"].checkpoint,
                          checkpoint=str(tmp_path / "ssma"), max_iteration=2, summary_step=0)
     train(fusion)
-    fused = restore_model(fusion)
+    fused = restore_eval_model(fusion)
     for modality, config in experts.items():
         expert = fused.get_layer(f"expert_{modality}")
         assert not expert.trainable
-        for a, b in zip(restore_model(config).get_layer("encoder").get_weights(),
+        for a, b in zip(restore_eval_model(config).get_layer("encoder").get_weights(),
                         expert.get_weights()):
             np.testing.assert_array_equal(a, b)        # copied, then frozen
     assert {"ssma_aspp_gate", "ssma_low_level_gate"} <= {layer.name for layer in fused.layers}

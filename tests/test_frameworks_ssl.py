@@ -149,6 +149,7 @@ def test_crop_padding_gets_no_pseudo_label():
 
 from ssma_tf.config import config_from_dict  # noqa: E402
 from ssma_tf.frameworks import get_framework  # noqa: E402
+from ssma_tf.registry import FRAMEWORKS  # noqa: E402
 from ssma_tf.frameworks.mean_teacher import ema_decay, sigmoid_rampup  # noqa: E402
 from ssma_tf.frameworks.pseudo_balance import PriorBalance  # noqa: E402
 
@@ -368,6 +369,56 @@ def test_checkpoint_round_trip_restores_teacher_and_second_network(tmp_path, fra
     for a, b in zip(getattr(fresh, extra).get_weights(), getattr(fw, extra).get_weights()):
         np.testing.assert_array_equal(a, b)
     assert fresh.eval_model is (fresh.teacher if extra == "teacher" else fresh.model)
+
+
+PACKAGE_FRAMEWORKS = sorted(e.name for e in FRAMEWORKS if e.obj.__module__.startswith("ssma_tf."))
+
+
+@pytest.mark.parametrize("framework", PACKAGE_FRAMEWORKS)
+def test_eval_item_names_the_eval_model_among_the_checkpoint_items(framework):
+    fw = make(framework)
+    assert fw.checkpoint_items()[fw.eval_item] is fw.eval_model
+
+
+def test_restore_eval_model_builds_the_teacher_alone_in_float32(tmp_path):
+    import keras
+
+    from ssma_tf.errors import ConfigError
+
+    assert get_framework("m3l").eval_item == "teacher"
+    assert get_framework("cps").eval_item == "model"
+    fw = make("mean_teacher")
+    run_steps(fw, 2, batches(["depth", "rgb"]))      # EMA decay 0 at step 0, then > 0
+    assert any(not np.array_equal(a, b) for a, b in zip(fw.teacher.get_weights(),
+                                                         fw.model.get_weights()))
+    prefix = tf.train.Checkpoint(**checkpoints.trackable(fw.checkpoint_items())).save(
+        str(tmp_path / "mt" / "ckpt"))
+    built = []
+
+    def build(config, channels):
+        built.append(keras.config.dtype_policy().name)
+        return inline_fusion_builder()
+
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = checkpoints.restore_eval_model(fw.config, prefix, build)
+        assert keras.config.dtype_policy().name == "mixed_float16"   # no global side effect
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert built == ["float32"]                                       # one model, no framework
+    for a, b in zip(model.get_weights(), fw.teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert checkpoints.saved_models(prefix) == ["model", "teacher"]
+
+    student_only = tf.train.Checkpoint(**checkpoints.trackable({"model": fw.model})).save(
+        str(tmp_path / "sup" / "ckpt"))
+    with pytest.raises(ConfigError, match=r"key 'checkpoint': .* holds no 'teacher' model \(the "
+                                          r"eval model of framework mean_teacher.*holds model"):
+        checkpoints.restore_eval_model(fw.config, student_only, build)
+    with pytest.raises(ConfigError, match=r"key 'checkpoint': .* does not match the linearfusion "
+                                          r"/ supervised"):
+        checkpoints.restore_eval_model(fw.config.replace(framework="supervised"), prefix,
+                                       lambda config, channels: fusion_builder())
 
 
 def test_cps_networks_start_different():

@@ -12,13 +12,14 @@ import tensorflow as tf
 from golden import cases
 
 from ssma_tf.errors import ConfigError
-from ssma_tf.training.trainer import build_framework, initialise, restore_model
+from ssma_tf.training.checkpoints import restore_eval_model
+from ssma_tf.training.trainer import build_framework, initialise
 
 
 def restore(config):
     """The eval model through the entry point the case's path key names."""
     if config.checkpoint:
-        return restore_model(config)       # train()'s checkpoint: evaluate, export, predict
+        return restore_eval_model(config)       # train()'s checkpoint: evaluate, export, predict
     framework = build_framework(config, tf.distribute.get_strategy(), {})
     initialise(framework, config)          # a fresh run: init_checkpoint, or SSMA's experts
     return framework.eval_model
@@ -54,4 +55,4 @@ def test_golden_checkpoint_restores_with_the_same_outputs(name):
 def test_restoring_into_another_model_fails_clearly(case, change):
     config = cases.config(case).replace(**change, checkpoint=cases.config("adapnet_pp").checkpoint)
     with pytest.raises(ConfigError, match=r"golden/adapnet_pp/ckpt-7 does not match the"):
-        restore_model(config)
+        restore_eval_model(config)

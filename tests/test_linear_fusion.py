@@ -152,15 +152,12 @@ def test_learns_a_tiny_batch():
 def test_xla_friendly_forms_give_the_same_model(jit):
     """Shifted-sum depthwise conv and matmul resizes (XLA forms) == oneDNN/native forms,
     eagerly and inside tf.function(jit_compile=True)."""
-    from ssma_tf.models import mit
-
     model, inputs = _tiny(), rgbd_inputs(2, height=32, width=64)
     expected = predict_numpy(model, inputs)
-    mit.set_xla_friendly(True)
-    try:
-        forward = tf.function(lambda x: model(x, training=False), jit_compile=jit)
-        got = {k: v.numpy() for k, v in forward(inputs).items()}
-    finally:
-        mit.set_xla_friendly(False)
+    xla_model = _tiny(xla_friendly=True)
+    xla_model.set_weights(model.get_weights())
+    assert xla_model.get_layer("encoder").get_config()["xla_friendly"]
+    forward = tf.function(lambda x: xla_model(x, training=False), jit_compile=jit)
+    got = {k: v.numpy() for k, v in forward(inputs).items()}
     for key in expected:
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-4, atol=1e-4)

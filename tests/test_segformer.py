@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 import keras
 
-from ssma_tf.models.segformer import (SegformerHead, bilinear_resize, build_segformer,
-                                     resize_half_pixel)
+from ssma_tf.models.ops import bilinear_resize, resize_half_pixel
+from ssma_tf.models.segformer import SegformerHead, build_segformer
 
 
 @pytest.mark.parametrize("height,width", [(64, 128), (96, 64), (50, 70)])
@@ -35,6 +35,8 @@ def test_bilinear_resize_matches_tf():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(corners)[:, -1, -1], x[:, -1, -1], atol=1e-6)
     # the head's fast path (native op for static sizes) is the same half-pixel resize
     np.testing.assert_allclose(resize_half_pixel(x, (20, 14)), half_pixel, atol=1e-5)
+    np.testing.assert_allclose(resize_half_pixel(x, (20, 14), xla_friendly=True), half_pixel,
+                               atol=1e-5)
 
 
 def test_folded_decoder_equals_plain_decoder():

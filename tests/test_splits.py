@@ -4,13 +4,13 @@ import os
 
 import pytest
 
-from dataset import splits
 from ssma_tf.data import synthetic
 from ssma_tf.data.listfile import read_list
+from ssma_tf.datasets import splits
 from ssma_tf.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMITTED = os.path.join(ROOT, "dataset", "splits", "synthetic")
+COMMITTED = os.path.join(ROOT, "ssma_tf", "datasets", "splits", "synthetic")
 
 
 @pytest.mark.parametrize("ratio,total,expected", [

@@ -12,9 +12,10 @@ from ssma_tf.config import config_from_dict
 from ssma_tf.errors import ConfigError
 from ssma_tf.frameworks.losses import segmentation_loss, supervised_loss
 from ssma_tf.models.factory import build_model
+from ssma_tf.training.checkpoints import restore_eval_model
 from ssma_tf.training.optimizers import split_variables
 from ssma_tf.training.schedules import WarmupPoly
-from ssma_tf.training.trainer import NonFiniteLossError, restore_model, train
+from ssma_tf.training.trainer import NonFiniteLossError, train
 from trainer_data import tiny_config, write_records
 
 
@@ -103,7 +104,7 @@ def test_training_reduces_loss_and_writes_run_info(tmp_path, records, capsys):
     assert info["modalities"]["rgb"]["encoding"] == "color" and "git_sha" in info
     events = os.listdir(os.path.join(folder, "train"))
     assert events and events[0].startswith("events.out.tfevents")
-    model = restore_model(config)
+    model = restore_eval_model(config)
     trained = tf.train.load_checkpoint(folder)
     assert model.count_params() > 0 and trained.get_variable_to_shape_map()
 
@@ -164,16 +165,16 @@ def test_stage2_initialises_frozen_experts_from_stage1(tmp_path, records):
                        checkpoint=str(tmp_path / "ssma"), max_iteration=2, summary_step=0)
     assert ssma.stage == "fusion"
     train(ssma)
-    fused = restore_model(ssma)
+    fused = restore_eval_model(ssma)
     for config, modality in ((rgb, "rgb"), (depth, "depth")):
-        encoder = restore_model(config).get_layer("encoder")
+        encoder = restore_eval_model(config).get_layer("encoder")
         for a, b in zip(encoder.get_weights(), fused.get_layer(f"expert_{modality}").get_weights()):
             np.testing.assert_array_equal(a, b)        # copied, then frozen
     # stage 3: finetune everything from the stage-2 checkpoint
     finetune = ssma.replace(stage="finetune", init_checkpoint=ssma.checkpoint,
                             checkpoint=str(tmp_path / "finetune"), learning_rate=1e-4)
     train(finetune)
-    changed = restore_model(finetune).get_layer("expert_rgb").get_weights()
+    changed = restore_eval_model(finetune).get_layer("expert_rgb").get_weights()
     assert any(not np.array_equal(a, b) for a, b in zip(
         changed, fused.get_layer("expert_rgb").get_weights()))
 

@@ -19,8 +19,8 @@ from ssma_tf.data import schema
 from ssma_tf.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from ssma_tf.data.pipeline import example_dataset, select_modalities, train_dataset
 from ssma_tf.errors import InputError, print_cli_error
-from ssma_tf.evaluation.overlays import colorize, default_palette, write_png
-from ssma_tf.io_utils import make_folder
+from ssma_tf.io_utils import make_folder, write_png
+from ssma_tf.visualization import colorize, dataset_palette
 
 
 def render_modality(x, spec):
@@ -40,15 +40,6 @@ def render_modality(x, spec):
     return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
 
 
-def label_palette(dataset, info):
-    """The registered dataset's palette, else a fixed palette for the records' classes."""
-    if dataset:
-        from dataset.registry import get_dataset
-
-        return get_dataset(dataset).palette
-    return default_palette(info.num_classes or 256)
-
-
 def first_size(records, modalities):
     """(height, width) of the first example, for a crop that shows it whole at scale 1."""
     for element in example_dataset(records, modalities=modalities[:1]).take(1):
@@ -63,7 +54,7 @@ def browse(records, out, *, num=8, augment=False, dataset=None, modalities=None,
     _, info = schema.resolve_records(records)
     modalities = list(modalities or info.modality_names)
     specs = select_modalities(records, info, modalities)
-    palette = label_palette(dataset, info)
+    palette = dataset_palette(dataset, info.num_classes)
     if augment:
         crop = tuple(crop or first_size(records, modalities))
         ds = train_dataset(records, modalities=modalities, batch_size=1, crop=crop,

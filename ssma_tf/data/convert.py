@@ -21,6 +21,7 @@ from absl import logging
 
 from ssma_tf.data import encodings, schema
 from ssma_tf.data.listfile import read_list
+from ssma_tf.datasets.registry import get_dataset
 from ssma_tf.errors import InputError
 from ssma_tf.io_utils import make_folder, temp_path
 
@@ -58,7 +59,7 @@ def parse_intrinsics(values):
 
 def load_label_map(name_or_path, ignore_label=255) -> np.ndarray:
     """uint8[256] raw id -> train id, from a JSON file {"raw": train} (unlisted ids -> ignore_label)
-    or from dataset.registry.get_dataset(NAME).id_map."""
+    or from ssma_tf.datasets.registry.get_dataset(NAME).id_map."""
     if name_or_path.endswith(".json") or os.path.isfile(name_or_path):
         try:
             with open(name_or_path) as f:
@@ -72,14 +73,9 @@ def load_label_map(name_or_path, ignore_label=255) -> np.ndarray:
         except (OSError, ValueError, AttributeError) as e:
             raise InputError(f"--label-map {name_or_path}: {e}") from e
     try:
-        from dataset.registry import get_dataset
-    except ImportError as e:
-        raise InputError(f"--label-map {name_or_path!r}: no such JSON file and the dataset "
-                         f"registry is not available ({e})") from e
-    try:
         id_map = get_dataset(name_or_path).id_map
-    except KeyError as e:
-        raise InputError(f"--label-map {name_or_path!r}: unknown dataset ({e})") from e
+    except InputError as e:
+        raise InputError(f"--label-map {name_or_path!r}: no such JSON file, and {e}") from None
     if id_map is None:
         raise InputError(f"--label-map {name_or_path!r}: this dataset needs no id map (id_map is None)")
     return np.asarray(id_map, np.uint8)

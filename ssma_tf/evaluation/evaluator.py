@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from ssma_tf.errors import InputError
 from ssma_tf.evaluation.metrics import ConfusionMatrix
-from ssma_tf.evaluation.overlays import default_palette, display_image, write_overlays
+from ssma_tf.visualization import default_palette, display_image, write_overlays
 
 PAD_MULTIPLE = 32
 

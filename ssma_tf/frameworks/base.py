@@ -19,6 +19,7 @@ class Framework:
 
     uses_unlabeled = False
     two_views = False          # unlabeled stream yields (view1, view2) when True
+    eval_item = "model"        # the checkpoint_items() key of eval_model (restored alone)
 
     def __init__(self, config, model_builder):
         self.config = config

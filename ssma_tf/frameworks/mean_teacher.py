@@ -106,6 +106,7 @@ class MeanTeacher(Framework):
     labeled_copies = 1          # 2: student batch [x_l ; x_l ; x_u] (M3L)
     mask_student = False        # zero random modalities on rows [L, end) of the student batch
     mask_teacher = False        # ... and (independent draw) of the teacher batch
+    eval_item = "teacher"       # evaluate/export restore the EMA teacher alone
 
     def build(self):
         self.model = self.model_builder()

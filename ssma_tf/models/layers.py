@@ -1,4 +1,4 @@
-"""Shared building blocks: He-initialised convs, the BatchNorm factory, resize helpers.
+"""Shared building blocks: He-initialised convs, the BatchNorm factory, resize layers.
 
 Conventions follow the original AdapNet++/SSMA code: SAME padding, kernels drawn from a
 truncated normal with stddev sqrt(2 / (k*k*C_in)), BN momentum 0.99 and epsilon 1e-5,
@@ -10,29 +10,38 @@ import math
 import keras
 from keras import ops
 
+from ssma_tf.models.ops import bilinear_resize
+
 BN_MOMENTUM = 0.99
 BN_EPSILON = 1e-5
 BIAS_INIT = 0.01
 
-_sync_batch_norm = False
-
-
-def set_sync_batch_norm(enabled: bool) -> None:
-    """Make every later `batch_norm(...)` synchronised across replicas (TF backend only)."""
-    global _sync_batch_norm
-    _sync_batch_norm = bool(enabled)
-
 
 def batch_norm(name=None, **kwargs) -> keras.layers.BatchNormalization:
-    """BatchNormalization with the house defaults, synchronised when the switch is on.
-
-    Synchronisation only exists for the TensorFlow backend; other backends (jax) have
-    no multi-replica strategy, so the switch is ignored there.
-    """
+    """BatchNormalization with the house defaults (per-replica statistics; a built model is
+    synchronised across replicas by `synchronize_batch_norm`)."""
     kwargs.setdefault("momentum", BN_MOMENTUM)
     kwargs.setdefault("epsilon", BN_EPSILON)
-    sync = _sync_batch_norm and keras.backend.backend() == "tensorflow"
-    return keras.layers.BatchNormalization(synchronized=sync, name=name, **kwargs)
+    return keras.layers.BatchNormalization(name=name, **kwargs)
+
+
+def synchronize_batch_norm(model):
+    """Make every BatchNormalization inside `model` (nested models and layers included)
+    compute its training statistics over all replicas of the tf.distribute strategy it runs
+    under; returns `model`.
+
+    Keras reads `BatchNormalization.synchronized` each time the layer is called (in
+    `_moments`), so this applies to an already built model, before its step is traced; the
+    weights, checkpoints and inference are unchanged. Synchronisation only exists for the
+    TensorFlow backend; other backends (jax) have no multi-replica strategy, so this is a
+    no-op there.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return model
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+    return model
 
 
 def he_truncated(kernel_size: int, in_channels: int) -> keras.initializers.Initializer:
@@ -97,7 +106,6 @@ class ResizeLike(keras.layers.Layer):
         if not all(isinstance(d, int) for d in shape[1:3]):
             # unknown H, W in a TF graph (serving signature, mixed-size eval): ops.image.resize
             # checks `size <= 0` in Python, which a symbolic size cannot answer
-            from ssma_tf.models.segformer import bilinear_resize
             return bilinear_resize(x, (shape[1], shape[2]))
         return ops.image.resize(x, (shape[1], shape[2]), interpolation="bilinear")
 

@@ -94,8 +94,8 @@ class SplitStreams(keras.layers.Layer):
 
 
 def build_stream_model(num_classes, modalities, make_encoder, *, decoder_dim=256,
-                       freeze_bn=False, ensemble="learned", model_name="LinearFusion",
-                       name="linear_fusion"):
+                       freeze_bn=False, ensemble="learned", xla_friendly=False,
+                       model_name="LinearFusion", name="linear_fusion"):
     """Stream-stacked fusion model around `make_encoder(num_streams)` (a MixTransformer).
 
     Shared by LinearFusion and TokenFusion: validates the modalities, tiles 1-channel ones,
@@ -103,7 +103,7 @@ def build_stream_model(num_classes, modalities, make_encoder, *, decoder_dim=256
     {"logits": the ensemble (`ensemble`: learned | mean), "logits_<modality>": per stream}
     with loss weights 1/(S+1) each. An encoder may return {"features": [c1..c4],
     name: tensor, ...}: the other entries become extra model outputs. model_name names the
-    model in error messages.
+    model in error messages; xla_friendly is the decoder's (give the encoder the same).
     """
     modalities = dict(modalities)
     if len(modalities) < 2:
@@ -123,7 +123,8 @@ def build_stream_model(num_classes, modalities, make_encoder, *, decoder_dim=256
     if isinstance(features, dict):
         extra = dict(features)
         features = extra.pop("features")
-    logits = SegformerHead(num_classes, decoder_dim, freeze_bn=freeze_bn, name="decoder")(features)
+    logits = SegformerHead(num_classes, decoder_dim, freeze_bn=freeze_bn,
+                           xla_friendly=xla_friendly, name="decoder")(features)
     logits = ResizeToInput(name="upsample")(logits, stacked)
     ensemble, *streams = SplitStreams(num_streams, learned=ensemble == "learned",
                                        name="split_streams")(logits)
@@ -136,21 +137,23 @@ def build_stream_model(num_classes, modalities, make_encoder, *, decoder_dim=256
 
 def build_linear_fusion(num_classes, modalities, *, variant="b0", ratio=0.8,
                         decoder_dim=256, freeze_bn=False, drop_path_rate=None,
-                        ensemble="learned", name="linear_fusion") -> keras.Model:
+                        ensemble="learned", xla_friendly=False,
+                        name="linear_fusion") -> keras.Model:
     """LinearFusion model: {modality: [B,H,W,C]} -> {"logits", "logits_<modality>", ...}.
 
     modalities: ordered {name: channels}, at least 2. Layers "encoder" and "decoder" hold
-    the parameter groups; LayerNorm variables have "norm" in their path.
+    the parameter groups; LayerNorm variables have "norm" in their path. xla_friendly:
+    trace the op forms XLA:CPU runs fast (config key `xla`); the weights are the same.
     """
     config = mit_config(variant, drop_path_rate=drop_path_rate)
 
     def make_encoder(num_streams):
         return MixTransformer(**config, num_streams=num_streams, fusion_ratio=ratio,
-                              mask_token=True, name="encoder")
+                              mask_token=True, xla_friendly=xla_friendly, name="encoder")
 
     return build_stream_model(num_classes, modalities, make_encoder, decoder_dim=decoder_dim,
                               freeze_bn=freeze_bn, ensemble=ensemble,
-                              model_name="LinearFusion", name=name)
+                              xla_friendly=xla_friendly, model_name="LinearFusion", name=name)
 
 
 ENSEMBLE_KEY = Key("str", "learned", "ensemble output: learned (softmax(alpha)-weighted streams,"
@@ -158,4 +161,5 @@ ENSEMBLE_KEY = Key("str", "learned", "ensemble output: learned (softmax(alpha)-w
 KEYS = {**SEGFORMER_KEYS, "ensemble": ENSEMBLE_KEY,
         "fusion_ratio": Key("float", 0.8, "share of each stream kept by the linear mixing",
                             arg="ratio", bounds=(0.0, 1.0))}
-register_model("linearfusion", build_linear_fusion, keys=KEYS, multimodal=True)
+register_model("linearfusion", build_linear_fusion, keys=KEYS, multimodal=True,
+               core_args={"xla_friendly": "xla"})

@@ -17,6 +17,8 @@ import numpy as np
 import keras
 from keras import ops
 
+from ssma_tf.models.ops import use_xla_forms
+
 LAYER_NORM_EPSILON = 1e-6
 
 VARIANTS = {
@@ -59,24 +61,6 @@ def _dense(units, name):
 def _conv_init():
     """N(0, 2 / fan_out), as the original (depthwise: fan_out = k*k)."""
     return keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
-
-
-# Ops that XLA:CPU (jit_compile=True, and every jax.jit) runs far slower than TF's own
-# kernels: a depthwise conv (a grouped conv: ~50x slower than oneDNN) and TF's native
-# bilinear resize. When set, MiT/Segformer trace XLA-friendly forms instead (9 shifted
-# multiply-adds; interpolation matmuls), which are slower without XLA. Read at trace time.
-_xla_friendly = keras.backend.backend() == "jax"
-
-
-def set_xla_friendly(enabled: bool) -> None:
-    """Trace later MiT/Segformer calls for XLA (set it before jit-compiling the step)."""
-    global _xla_friendly
-    _xla_friendly = bool(enabled)
-
-
-def xla_friendly() -> bool:
-    """Whether MiT/Segformer currently trace their XLA-friendly op forms."""
-    return _xla_friendly
 
 
 def depthwise3x3_as_shifts(x, kernel, bias):
@@ -224,11 +208,16 @@ class EfficientAttention(keras.layers.Layer):
 
 
 class MixFFN(keras.layers.Layer):
-    """fc1 -> depthwise 3x3 conv on the token grid -> GELU -> fc2."""
+    """fc1 -> depthwise 3x3 conv on the token grid -> GELU -> fc2.
 
-    def __init__(self, dim, hidden, **kwargs):
+    xla_friendly: trace the depthwise conv as 9 shifted multiply-adds (a grouped conv is
+    ~50x slower than oneDNN's under XLA:CPU, the shifts are slower without XLA); always
+    so under the jax backend (ssma_tf.models.ops.use_xla_forms). Same weights either way.
+    """
+
+    def __init__(self, dim, hidden, xla_friendly=False, **kwargs):
         super().__init__(**kwargs)
-        self.dim, self.hidden = dim, hidden
+        self.dim, self.hidden, self.xla_friendly = dim, hidden, bool(xla_friendly)
         self.fc1 = _dense(hidden, "fc1")
         self.dwconv = keras.layers.DepthwiseConv2D(
             3, padding="same", depthwise_initializer=_conv_init(), name="dwconv"
@@ -243,25 +232,26 @@ class MixFFN(keras.layers.Layer):
 
     def call(self, x):
         x = self.fc1(x)
-        if _xla_friendly:
+        if use_xla_forms(self.xla_friendly):
             x = depthwise3x3_as_shifts(x, self.dwconv.kernel, self.dwconv.bias)
         else:
             x = self.dwconv(x)
         return self.fc2(gelu(x))
 
     def get_config(self):
-        return {**super().get_config(), "dim": self.dim, "hidden": self.hidden}
+        return {**super().get_config(), "dim": self.dim, "hidden": self.hidden,
+                "xla_friendly": self.xla_friendly}
 
 
 class MiTBlock(keras.layers.Layer):
     """Pre-norm block: x + DropPath(fuse(Attn(LN x))); x + DropPath(MixFFN(LN x))."""
 
     def __init__(self, dim, heads, sr_ratio, mlp_ratio, drop_path, num_streams=1,
-                 fusion_ratio=None, **kwargs):
+                 fusion_ratio=None, xla_friendly=False, **kwargs):
         super().__init__(**kwargs)
         self.config = dict(dim=dim, heads=heads, sr_ratio=sr_ratio, mlp_ratio=mlp_ratio,
                            drop_path=drop_path, num_streams=num_streams,
-                           fusion_ratio=fusion_ratio)
+                           fusion_ratio=fusion_ratio, xla_friendly=bool(xla_friendly))
         self.norm1 = StreamLayerNorm(num_streams, name="norm1")
         self.attn = EfficientAttention(dim, heads, sr_ratio, num_streams, name="attn")
         self.fuse = (
@@ -269,7 +259,7 @@ class MiTBlock(keras.layers.Layer):
             if fusion_ratio is not None and num_streams > 1 else None
         )
         self.norm2 = StreamLayerNorm(num_streams, name="norm2")
-        self.mlp = MixFFN(dim, dim * mlp_ratio, name="mlp")
+        self.mlp = MixFFN(dim, dim * mlp_ratio, xla_friendly=xla_friendly, name="mlp")
         self.drop_path = DropPath(drop_path, name="drop_path")
         # Optional layer (attn_out, block_input) -> attn_out, set by the owning encoder
         # after construction (TokenFusion's token exchange); None = no hook.
@@ -301,15 +291,18 @@ class MixTransformer(keras.layers.Layer):
     mask_token: if True, a learned N(0,1) token replaces every stage-1 token (after the
         patch conv and its LayerNorm) of each row whose input is all zeros, i.e. of each
         missing modality of each sample.
+    xla_friendly: trace the op forms XLA:CPU runs fast (MixFFN); for a jit-compiled step.
     """
 
     def __init__(self, dims, depths, heads, sr_ratios, mlp_ratio=4, drop_path_rate=0.1,
-                 num_streams=1, fusion_ratio=None, mask_token=False, **kwargs):
+                 num_streams=1, fusion_ratio=None, mask_token=False, xla_friendly=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.config = dict(dims=tuple(dims), depths=tuple(depths), heads=tuple(heads),
                            sr_ratios=tuple(sr_ratios), mlp_ratio=mlp_ratio,
                            drop_path_rate=drop_path_rate, num_streams=num_streams,
-                           fusion_ratio=fusion_ratio, mask_token=mask_token)
+                           fusion_ratio=fusion_ratio, mask_token=mask_token,
+                           xla_friendly=bool(xla_friendly))
         rates = np.linspace(0.0, drop_path_rate, sum(depths)).tolist()
         self.pads, self.patch_convs, self.patch_norms = [], [], []
         self.stages, self.stage_norms = [], []
@@ -324,7 +317,8 @@ class MixTransformer(keras.layers.Layer):
             start = sum(depths[:i])
             self.stages.append([
                 MiTBlock(dim, heads[i], sr_ratios[i], mlp_ratio, rates[start + j],
-                         num_streams, fusion_ratio, name=f"block{n}_{j + 1}")
+                         num_streams, fusion_ratio, xla_friendly=xla_friendly,
+                         name=f"block{n}_{j + 1}")
                 for j in range(depth)
             ])
             self.stage_norms.append(StreamLayerNorm(num_streams, name=f"norm{n}"))
@@ -375,11 +369,14 @@ class MixTransformer(keras.layers.Layer):
 
 
 def build_mit(variant="b0", channels=3, *, modality="rgb", dims=None, depths=None,
-              heads=None, sr_ratios=None, drop_path_rate=None, name="mit") -> keras.Model:
-    """MiT encoder model: {modality: [B,H,W,channels]} -> {"c1".."c4"} at strides 4..32."""
+              heads=None, sr_ratios=None, drop_path_rate=None, xla_friendly=False,
+              name="mit") -> keras.Model:
+    """MiT encoder model: {modality: [B,H,W,channels]} -> {"c1".."c4"} at strides 4..32.
+    xla_friendly: trace the XLA:CPU-friendly op forms (for a jit-compiled step)."""
     config = mit_config(variant, dims=dims, depths=depths, heads=heads,
                         sr_ratios=sr_ratios, drop_path_rate=drop_path_rate)
     inputs = {modality: keras.Input((None, None, channels), name=modality)}
-    features = MixTransformer(**config, name="encoder")(inputs[modality])
+    features = MixTransformer(**config, xla_friendly=xla_friendly,
+                              name="encoder")(inputs[modality])
     outputs = {f"c{i + 1}": f for i, f in enumerate(features)}
     return keras.Model(inputs, outputs, name=name)

@@ -22,54 +22,12 @@ import keras
 from keras import ops
 
 from ssma_tf.models.layers import batch_norm
+from ssma_tf.models.mit import VARIANTS, MixTransformer, _conv_init, mit_config
+from ssma_tf.models.ops import bilinear_resize, resize_half_pixel
 from ssma_tf.registry import Key, register_model
-from ssma_tf.models.mit import (
-    VARIANTS, MixTransformer, _conv_init, mit_config, xla_friendly,
-)
 
 BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
 BN_EPSILON = 1e-5
-
-
-def _interpolation_matrix(out_size, in_size, align_corners, dtype):
-    """(out x in) matrix of PyTorch bilinear weights along one axis (two non-zeros a row)."""
-    out_pos = ops.cast(ops.arange(out_size), "float32")
-    in_f = ops.cast(in_size, "float32")
-    if align_corners:
-        scale = (in_f - 1.0) / ops.maximum(ops.cast(out_size, "float32") - 1.0, 1.0)
-        src = out_pos * scale
-    else:
-        src = (out_pos + 0.5) * (in_f / ops.cast(out_size, "float32")) - 0.5
-        src = ops.clip(src, 0.0, in_f - 1.0)
-    i0 = ops.cast(ops.floor(src), "int32")
-    i1 = ops.minimum(i0 + 1, ops.cast(in_size, "int32") - 1)
-    frac = ops.cast(src - ops.cast(i0, "float32"), dtype)[:, None]
-    return (ops.one_hot(i0, in_size, dtype=dtype) * (1.0 - frac)
-            + ops.one_hot(i1, in_size, dtype=dtype) * frac)
-
-
-def bilinear_resize(x, size, align_corners=False):
-    """Bilinear resize of NHWC `x` to `size` (ints or scalar tensors), PyTorch semantics.
-
-    keras.ops.image.resize has no align_corners and needs static sizes; this takes both.
-    It is two matmuls on the channels-first view, rows @ x @ cols^T: XLA-friendly, and its
-    gradient is matmuls too (a gather's gradient is a slow scatter on CPU).
-    """
-    shape = ops.shape(x)
-    rows = _interpolation_matrix(size[0], shape[1], align_corners, x.dtype)
-    cols = _interpolation_matrix(size[1], shape[2], align_corners, x.dtype)
-    y = ops.matmul(ops.matmul(rows, ops.transpose(x, (0, 3, 1, 2))), ops.transpose(cols))
-    return ops.transpose(y, (0, 2, 3, 1))
-
-
-def resize_half_pixel(x, size):
-    """Bilinear resize with align_corners=False: the backend's native op when the sizes are
-    static (TF ResizeBilinear: 5-10x faster than the matmuls) and not tracing for XLA
-    (where that op is slow), else bilinear_resize."""
-    static = [d for d in (*size, *x.shape[1:3]) if isinstance(d, int)]
-    if len(static) == 4 and not xla_friendly():
-        return ops.image.resize(x, tuple(size), interpolation="bilinear")
-    return bilinear_resize(x, size)
 
 
 class ResizeToInput(keras.layers.Layer):
@@ -86,10 +44,12 @@ class ResizeToInput(keras.layers.Layer):
 class SegformerHead(keras.layers.Layer):
     """All-MLP decoder: [c1, c2, c3, c4] -> logits on the c1 grid."""
 
-    def __init__(self, num_classes, decoder_dim=256, dropout=0.1, freeze_bn=False, **kwargs):
+    def __init__(self, num_classes, decoder_dim=256, dropout=0.1, freeze_bn=False,
+                 xla_friendly=False, **kwargs):
         super().__init__(**kwargs)
         self.num_classes, self.decoder_dim = num_classes, decoder_dim
         self.dropout_rate, self.freeze_bn = dropout, freeze_bn
+        self.xla_friendly = bool(xla_friendly)   # matmul resizes (ops.resize_half_pixel)
         self.bn = batch_norm(name="fuse_bn", momentum=BN_MOMENTUM, epsilon=BN_EPSILON)
         self.dropout = keras.layers.SpatialDropout2D(dropout, name="dropout")
         self.classifier = keras.layers.Conv2D(
@@ -134,7 +94,7 @@ class SegformerHead(keras.layers.Layer):
             bias = bias + ops.matmul(self.linear_biases[i][None, :], fuse_rows)[0] * scale
             y = ops.matmul(feature, ops.cast(kernel, feature.dtype))
             if i > 0:
-                y = resize_half_pixel(y, grid)
+                y = resize_half_pixel(y, grid, self.xla_friendly)
             fused = y if fused is None else fused + y
         x = fused + ops.cast(bias, fused.dtype)
         if bn_training:
@@ -148,21 +108,24 @@ class SegformerHead(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,
                 "decoder_dim": self.decoder_dim, "dropout": self.dropout_rate,
-                "freeze_bn": self.freeze_bn}
+                "freeze_bn": self.freeze_bn, "xla_friendly": self.xla_friendly}
 
 
 def build_segformer(num_classes, modality="rgb", channels=3, *, variant="b0",
                     decoder_dim=256, freeze_bn=False, drop_path_rate=None,
-                    name="segformer") -> keras.Model:
+                    xla_friendly=False, name="segformer") -> keras.Model:
     """Unimodal Segformer: {modality: [B,H,W,C]} -> {"logits": [B,H,W,num_classes]}.
 
     Layers "encoder" (MixTransformer) and "decoder" (SegformerHead) hold the two
-    parameter groups; LayerNorm variables have "norm" in their path.
+    parameter groups; LayerNorm variables have "norm" in their path. xla_friendly: trace
+    the op forms XLA:CPU runs fast (config key `xla`); the weights are the same.
     """
     config = mit_config(variant, drop_path_rate=drop_path_rate)
     inputs = {modality: keras.Input((None, None, channels), name=modality)}
-    features = MixTransformer(**config, name="encoder")(inputs[modality])
-    logits = SegformerHead(num_classes, decoder_dim, freeze_bn=freeze_bn, name="decoder")(features)
+    features = MixTransformer(**config, xla_friendly=xla_friendly,
+                              name="encoder")(inputs[modality])
+    logits = SegformerHead(num_classes, decoder_dim, freeze_bn=freeze_bn,
+                           xla_friendly=xla_friendly, name="decoder")(features)
     logits = ResizeToInput(name="logits")(logits, inputs[modality])
     model = keras.Model(inputs, {"logits": logits}, name=name)
     model.output_loss_weights = {"logits": 1.0}
@@ -177,4 +140,4 @@ KEYS = {
     "drop_path_rate": Key("float", None, "stochastic depth rate (default: the variant's)"),
 }
 register_model("segformer", build_segformer, keys=KEYS, multimodal=False,
-               features={"decoder": "decoder"})
+               features={"decoder": "decoder"}, core_args={"xla_friendly": "xla"})

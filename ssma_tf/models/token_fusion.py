@@ -162,22 +162,23 @@ class TokenFusionTransformer(MixTransformer):
 
 def build_token_fusion(num_classes, modalities, *, variant="b0", decoder_dim=256,
                        threshold=THRESHOLD, l1_weight=L1_WEIGHT, freeze_bn=False,
-                       drop_path_rate=None, ensemble="learned",
+                       drop_path_rate=None, ensemble="learned", xla_friendly=False,
                        name="token_fusion") -> keras.Model:
     """TokenFusion model: {modality: [B,H,W,C]} -> {"logits", "logits_<modality>", ...}.
 
     modalities: ordered {name: channels}, at least 2. Extra output "mask_l1" (per-sample
-    mask sums) with `model.output_penalty_weights = {"mask_l1": l1_weight}`.
+    mask sums) with `model.output_penalty_weights = {"mask_l1": l1_weight}`. xla_friendly:
+    trace the op forms XLA:CPU runs fast (config key `xla`); the weights are the same.
     """
     config = mit_config(variant, drop_path_rate=drop_path_rate)
 
     def make_encoder(num_streams):
         return TokenFusionTransformer(**config, num_streams=num_streams, threshold=threshold,
-                                      name="encoder")
+                                      xla_friendly=xla_friendly, name="encoder")
 
     model = build_stream_model(num_classes, modalities, make_encoder, decoder_dim=decoder_dim,
                                freeze_bn=freeze_bn, ensemble=ensemble,
-                               model_name="TokenFusion", name=name)
+                               xla_friendly=xla_friendly, model_name="TokenFusion", name=name)
     model.output_penalty_weights = {"mask_l1": l1_weight}
     return model
 
@@ -187,4 +188,5 @@ KEYS = {**SEGFORMER_KEYS, "ensemble": ENSEMBLE_KEY,
                                arg="threshold"),
         "mask_l1_weight": Key("float", L1_WEIGHT, "weight of the mask-score L1 penalty",
                               arg="l1_weight")}
-register_model("tokenfusion", build_token_fusion, keys=KEYS, multimodal=True)
+register_model("tokenfusion", build_token_fusion, keys=KEYS, multimodal=True,
+               core_args={"xla_friendly": "xla"})

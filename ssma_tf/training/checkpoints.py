@@ -1,11 +1,15 @@
-"""Checkpoint lookup and initialisation: resume, init_checkpoint, SSMA experts from stage 1."""
+"""Checkpoint lookup, initialisation (resume, init_checkpoint, SSMA experts from stage 1) and
+restoring a trained run's eval model alone (`restore_eval_model`)."""
 
+import contextlib
 import os
 
 import keras
 import tensorflow as tf
 
 from ssma_tf.errors import ConfigError
+from ssma_tf.frameworks import get_framework
+from ssma_tf.models import factory
 from ssma_tf.training.run_info import read_run_info
 
 
@@ -122,3 +126,53 @@ def init_experts(model, config):
         except ValueError as exc:
             raise ConfigError(f"key '{key}': encoder in {prefix} does not fit expert "
                               f"'{modality}' ({str(exc).splitlines()[0][:200]})") from None
+
+
+@contextlib.contextmanager
+def float32_policy():
+    """Build under Keras's float32 dtype policy, then restore the global policy as it was
+    (Keras 3 has no policy scope; a trained run's variables are float32 either way)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def saved_models(prefix):
+    """Names of the Keras model items saved in checkpoint `prefix` (e.g. model, teacher)."""
+    suffix = "_variables"
+    names = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(prefix)}
+    return sorted(name[:-len(suffix)] for name in names if name.endswith(suffix))
+
+
+def restore_eval_model(config, checkpoint=None, build_model=None):
+    """config.framework's eval model, alone: the checkpoint item its class names as
+    `eval_item` ("model"; mean teacher / M3L: the EMA "teacher"), built in float32 by
+    `build_model(config, channels)` (default: ssma_tf.models.factory.build_model) with the
+    channels the run recorded in run_info.json, its weights restored from `checkpoint` (a
+    folder or prefix; default config.checkpoint's latest). No framework, second network or
+    optimizer is built. ConfigError naming key 'checkpoint' when the checkpoint holds no such
+    item or its variables do not fit the model built from the config."""
+    prefix = find_checkpoint(checkpoint or config.checkpoint)
+    item = get_framework(config.framework).eval_item
+    saved = saved_models(prefix)
+    if item not in saved:
+        raise ConfigError(f"key 'checkpoint': {prefix} holds no '{item}' model (the eval model "
+                          f"of framework {config.framework} in {config.source}); it holds "
+                          f"{', '.join(saved) or 'no models'}")
+    info = read_run_info(checkpoint_folder(prefix))
+    channels = {}
+    if info and info.get("modalities"):
+        channels = {n: s["channels"] for n, s in info["modalities"].items()}
+    with float32_policy():
+        model = (build_model or factory.build_model)(config, channels)
+    try:
+        status = tf.train.Checkpoint(**trackable({item: model})).restore(prefix)
+        status.expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as exc:
+        raise ConfigError(f"key 'checkpoint': {prefix} does not match the {config.model} / "
+                          f"{config.framework} built from {config.source} "
+                          f"({str(exc).splitlines()[0][:200]})") from None
+    return model

@@ -9,20 +9,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from ssma_tf.evaluation.evaluator import main_logits
-from ssma_tf.evaluation.overlays import colorize, default_palette, display_image
-
-
-def dataset_palette(config):
-    """The palette of config.dataset (dataset.registry), else a generic one."""
-    if config.dataset:
-        try:
-            from dataset.registry import get_dataset
-            palette = np.asarray(get_dataset(config.dataset).palette, np.uint8)
-            if len(palette) >= config.num_classes:
-                return palette
-        except (ImportError, KeyError, ValueError):
-            pass
-    return default_palette(max(config.num_classes, 1))
+from ssma_tf.visualization import colorize, dataset_palette, display_image
 
 
 def _metadata(plugin):
@@ -56,7 +43,7 @@ class Summaries:
                        else tf.summary.create_noop_writer())
         self.config = config
         self.specs = specs
-        self.palette = dataset_palette(config)
+        self.palette = dataset_palette(config.dataset, config.num_classes)
 
     def scalars(self, step, values):
         with self.writer.as_default(step=step):

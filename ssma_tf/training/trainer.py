@@ -17,8 +17,8 @@ from ssma_tf.data.pipeline import select_modalities, train_dataset
 from ssma_tf.errors import ConfigError
 from ssma_tf.frameworks import get_framework
 from ssma_tf.io_utils import make_folder
-from ssma_tf.models import layers as model_layers
 from ssma_tf.models.factory import build_model, crop_multiple, model_entry
+from ssma_tf.models.layers import synchronize_batch_norm
 from ssma_tf.training import checkpoints
 from ssma_tf.training.progress import Progress
 from ssma_tf.training.run_info import write_run_info
@@ -134,8 +134,9 @@ def initialise(framework, config):
 def build_framework(config, strategy, channels, model_builder=None):
     """Framework with its models/optimizers built inside `strategy.scope()`."""
     _set_precision(config)
-    model_layers.set_sync_batch_norm(config.sync_bn and strategy.num_replicas_in_sync > 1)
     builder = model_builder or (lambda: build_model(config, channels))
+    if config.sync_bn and strategy.num_replicas_in_sync > 1:   # every network it builds
+        builder = (lambda make=builder: synchronize_batch_norm(make()))
     framework = get_framework(config.framework)(config, builder)
     with strategy.scope():
         framework.step = tf.Variable(
@@ -162,9 +163,7 @@ def make_step_fn(config, strategy, framework, supervised_only=False):
             return framework.supervised_only_step(labeled)
         return framework.train_step(labeled, unlabeled)
 
-    if config.xla:
-        from ssma_tf.models.mit import set_xla_friendly
-        set_xla_friendly(True)  # MiT/Segformer trace op forms that XLA:CPU runs fast
+    if config.xla:  # the model builders get xla_friendly=config.xla (models/factory.py)
         replica_step = tf.function(replica_step, jit_compile=True)
 
     @tf.function
@@ -253,23 +252,3 @@ def train(config, model_builder=None):
         if not chief:
             shutil.rmtree(write_dir, ignore_errors=True)
     return ckpt_dir
-
-
-def restore_model(config, checkpoint=None):
-    """The framework's eval_model rebuilt from `config`, weights from `checkpoint` (a folder
-    or prefix; default config.checkpoint's latest)."""
-    prefix = checkpoints.find_checkpoint(checkpoint or config.checkpoint)
-    info = checkpoints.read_run_info(checkpoints.checkpoint_folder(prefix))
-    channels = {}
-    if info and info.get("modalities"):
-        channels = {n: s["channels"] for n, s in info["modalities"].items()}
-    framework = build_framework(config.replace(mixed_precision="none"),
-                                tf.distribute.get_strategy(), channels)
-    checkpoint = tf.train.Checkpoint(**checkpoints.trackable(framework.checkpoint_items()))
-    try:  # a variable of another shape fails in restore (ValueError), a missing one after it
-        checkpoint.restore(prefix).expect_partial().assert_existing_objects_matched()
-    except (AssertionError, ValueError) as exc:
-        raise ConfigError(f"key 'checkpoint': {prefix} does not match the {config.model} / "
-                          f"{config.framework} built from {config.source} "
-                          f"({str(exc).splitlines()[0][:200]})") from None
-    return framework.eval_model

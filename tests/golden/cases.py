@@ -5,7 +5,8 @@ Later refactors may change the builders, but these dicts must keep loading throu
 config_from_dict and restoring the files beside them. Path keys name folders here:
 
   checkpoint       a checkpoint as train() writes it (step + every framework item) and its
-                   run_info.json; restored by trainer.restore_model (evaluate, export, predict)
+                   run_info.json; restored by checkpoints.restore_eval_model (evaluate, export,
+                   predict)
   init_checkpoint  step + the model only (the MiT cases: their Adam slots would triple the
                    size); restored through train()'s fresh-run path, trainer.initialise
   checkpoint1/2    SSMA's stage-1 AdapNet++ experts (the adapnet_pp cases); trainer.initialise

@@ -3,15 +3,15 @@
 Layout: images/<split>/img-NNNNNN.jpg, depth/<split>/N.png, labels/<split>/img-MMMMMM.png with
 M = N + 5050 for train (M = N for test). Labels 0 unlabeled, 1..37 are shifted to train ids
 0..36 with 0 -> 255 and written to <out>/labels/<split>/. Depth PNGs are listed unchanged.
-CLI: python -m dataset.prepare_sunrgbd --root R --out O
+CLI: python -m ssma_tf.datasets.prepare_sunrgbd --root R --out O
 """
 
 import os
 import re
 import sys
 
-from dataset import prepare_common as common
-from dataset.registry import get_dataset
+from ssma_tf.datasets import prepare_common as common
+from ssma_tf.datasets.registry import get_dataset
 from ssma_tf.errors import InputError
 
 LABEL_OFFSET = {"train": 5050, "test": 0}

@@ -5,7 +5,7 @@ Layout: <root>/area_<k>/data/{rgb,depth,semantic}/<view>_domain_{rgb,depth,seman
 into the json list; the class is the name before the first "_" (<UNK> and unknown -> 255).
 Depth (1/512 m per unit, 65535 = missing) is written as mm with 0 = no reading.
 Splits as M3L: train = areas 1, 2, 4, 6; val = area 3; test = areas 5a + 5b.
-CLI: python -m dataset.prepare_sid --root R --out O [--labels-json J]
+CLI: python -m ssma_tf.datasets.prepare_sid --root R --out O [--labels-json J]
 """
 
 import json
@@ -14,8 +14,8 @@ import sys
 
 import numpy as np
 
-from dataset import prepare_common as common
-from dataset.registry import get_dataset
+from ssma_tf.datasets import prepare_common as common
+from ssma_tf.datasets.registry import get_dataset
 from ssma_tf.errors import InputError
 
 SPLIT_AREAS = {"train": ("area_1", "area_2", "area_4", "area_6"), "val": ("area_3",),

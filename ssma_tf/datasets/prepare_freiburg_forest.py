@@ -3,14 +3,14 @@
 Layout: <root>/{train,test}/rgb/<key>_Clipped.jpg, <modality>/<key>*.png (default depth_gray;
 evi_gray, evi_color, nir_color, ... work too), GT_color/<key>*.png. Files are matched by <key>,
 the name up to the first "_". Colours not in the dataset README -> 0 (void).
-CLI: python -m dataset.prepare_freiburg_forest --root R --out O [--modality depth_gray]
+CLI: python -m ssma_tf.datasets.prepare_freiburg_forest --root R --out O [--modality depth_gray]
 """
 
 import os
 import sys
 
-from dataset import prepare_common as common
-from dataset.registry import colour_to_ids, get_dataset
+from ssma_tf.datasets import prepare_common as common
+from ssma_tf.datasets.registry import colour_to_ids, get_dataset
 from ssma_tf.errors import InputError
 
 

@@ -1,9 +1,17 @@
-"""Colour label maps with a dataset palette, blend them over the camera image, write PNGs."""
+"""Colour label maps with a dataset palette, blend them over the camera image, write PNGs.
+
+Used by evaluation (overlays), training (TensorBoard images), the dataset browser and
+predict.py; `write_png` (ssma_tf.io_utils) is re-exported for them.
+"""
 
 import numpy as np
 
 from ssma_tf.data.normalize import IMAGENET_MEAN, IMAGENET_STD
+from ssma_tf.datasets.registry import get_dataset
 from ssma_tf.io_utils import write_png
+
+__all__ = ["blend", "colorize", "dataset_labels", "dataset_palette", "default_palette",
+           "display_image", "write_overlays", "write_png"]
 
 
 def default_palette(num_classes):
@@ -18,6 +26,34 @@ def default_palette(num_classes):
             value >>= 3
         palette[index] = (red, green, blue)
     return palette
+
+
+def dataset_labels(dataset, num_classes=None):
+    """(class names, palette) of the dataset registered as `dataset` (ssma_tf.datasets), for
+    `num_classes` classes; generic names ("class_<c>") and default_palette without a dataset.
+
+    An unknown dataset name raises the registry's InputError (listing the known names). With
+    `num_classes`, names the dataset lacks stay generic, and a dataset palette shorter than
+    `num_classes` is replaced by default_palette(num_classes); without it, the dataset's own
+    names and palette are returned (default_palette(256) when there is no dataset).
+    """
+    if not dataset:
+        count = 256 if num_classes is None else max(num_classes, 1)
+        return [f"class_{c}" for c in range(count)], default_palette(count)
+    definition = get_dataset(dataset)
+    palette = np.asarray(definition.palette, np.uint8)
+    if num_classes is None:
+        return list(definition.class_names), palette
+    names = [f"class_{c}" for c in range(num_classes)]
+    names[:len(definition.class_names)] = list(definition.class_names)[:num_classes]
+    if len(palette) < num_classes:
+        palette = default_palette(num_classes)
+    return names, palette
+
+
+def dataset_palette(dataset, num_classes=None):
+    """The palette half of dataset_labels (same rules, same errors)."""
+    return dataset_labels(dataset, num_classes)[1]
 
 
 def colorize(labels, palette, ignore_label=255):

@@ -5,10 +5,11 @@ picks floor(N * ratio) samples (at least 1) as labeled; the rest are unlabeled a
 label column. Both keep the source order. Written as
 ``<out>/<ratio>/split<k>/{labeled,unlabeled}.txt`` with ratio folders "1-8", "100".
 Paths are written relative to each output file's folder (usable as is), or relative to
-``--relative-to`` (the committed synthetic splits under dataset/splits/synthetic/ are relative
-to the synthetic dataset root, like its train.txt: regenerate them beside your data with
-``python -m dataset.splits --list ROOT/train.txt --out ROOT/splits``).
-CLI: python -m dataset.splits --list L --out O [--ratios 1/20 1/8] [--seeds 0 1 2] [--columns 3]
+``--relative-to`` (the committed synthetic splits under ssma_tf/datasets/splits/synthetic/
+are relative to the synthetic dataset root, like its train.txt: regenerate them beside your
+data with ``python -m ssma_tf.datasets.splits --list ROOT/train.txt --out ROOT/splits``).
+CLI: python -m ssma_tf.datasets.splits --list L --out O [--ratios 1/20 1/8] [--seeds 0 1 2]
+    [--columns 3]
 """
 
 import argparse
@@ -18,8 +19,8 @@ import sys
 
 import numpy as np
 
-from dataset.prepare_common import write_list
 from ssma_tf.data.listfile import read_list
+from ssma_tf.datasets.prepare_common import write_list
 from ssma_tf.errors import InputError, print_cli_error
 
 DEFAULT_RATIOS = ("1/20", "1/8")

@@ -4,7 +4,7 @@ Layout: <root>/scene*/color/N.jpg, depth/N.png (uint16 mm), label/N.png. Labels 
 or raw ScanNet ids when <root>/scannetv2-labels.combined.tsv is present (mapped through its
 nyu40id column). Colour and labels are resized to the depth size when they differ. Splits come
 from <root>/scannetv2_{train,val}.txt (scene names) when present, else one list "all".
-CLI: python -m dataset.prepare_scannet --root R --out O
+CLI: python -m ssma_tf.datasets.prepare_scannet --root R --out O
 """
 
 import csv
@@ -14,8 +14,8 @@ import sys
 import cv2
 import numpy as np
 
-from dataset import prepare_common as common
-from dataset.registry import get_dataset
+from ssma_tf.datasets import prepare_common as common
+from ssma_tf.datasets.registry import get_dataset
 from ssma_tf.errors import InputError
 
 LABEL_TSV = "scannetv2-labels.combined.tsv"

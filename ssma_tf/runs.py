@@ -1,14 +1,19 @@
 """A trained run as the evaluate / export / predict CLIs need it: config, restored model,
-modality specs, class names and palette."""
+modality specs, class names and palette.
+
+The top library layer: it may use training's checkpoint code, and nothing below imports it.
+"""
 
 import dataclasses
+
+import keras
 
 from ssma_tf.config import load_config
 from ssma_tf.data import schema
 from ssma_tf.data.pipeline import select_modalities
 from ssma_tf.errors import ConfigError
-from ssma_tf.evaluation.overlays import default_palette
 from ssma_tf.training import checkpoints
+from ssma_tf.visualization import dataset_labels
 
 
 @dataclasses.dataclass
@@ -43,21 +48,6 @@ def modality_specs(config, run_info):
     return select_modalities(records, info, config.modalities)
 
 
-def dataset_labels(config):
-    """(class names, palette) from config.dataset in dataset.registry, else generic ones."""
-    num_classes = config.num_classes
-    names = [f"class_{c}" for c in range(num_classes)]
-    palette = default_palette(num_classes)
-    if config.dataset:
-        from dataset.registry import get_dataset
-
-        definition = get_dataset(config.dataset)
-        names[:len(definition.class_names)] = list(definition.class_names)[:num_classes]
-        if len(definition.palette) >= num_classes:
-            palette = definition.palette
-    return names, palette
-
-
 def load_eval_config(config_path, overrides=()):
     """The config, checked for what evaluation needs (num_classes)."""
     config = load_config(config_path, overrides)
@@ -70,8 +60,6 @@ def select_output(model, config):
     """`model` whose "logits" is its output `config.eval_output` (e.g. LinearFusion's
     "logits_depth"); the model itself for the default "logits". ConfigError naming the key
     and the outputs the model has otherwise."""
-    import keras
-
     key = config.eval_output
     if key == "logits":
         return model
@@ -83,12 +71,10 @@ def select_output(model, config):
 
 
 def load_run(config, checkpoint=None):
-    """Restores the eval model of `config` from `checkpoint` (default config.checkpoint),
-    answering with its `eval_output`."""
-    from ssma_tf.training.trainer import restore_model
-
+    """Restores the eval model of `config` alone (checkpoints.restore_eval_model) from
+    `checkpoint` (default config.checkpoint), answering with its `eval_output`."""
     prefix = checkpoints.find_checkpoint(checkpoint or config.checkpoint)
     run_info = checkpoints.read_run_info(checkpoints.checkpoint_folder(prefix))
-    model = select_output(restore_model(config, prefix), config)
-    names, palette = dataset_labels(config)
+    model = select_output(checkpoints.restore_eval_model(config, prefix), config)
+    names, palette = dataset_labels(config.dataset, config.num_classes)
     return Run(config, model, prefix, modality_specs(config, run_info), names, palette, run_info)

@@ -3,14 +3,14 @@
 Layout: <root>/JPEGImages/<id>.jpg, SegmentationClass/<id>.png (palette PNG), and
 ImageSets/Segmentation/{train,val,trainval}.txt. Palette colours -> class indices (the
 boundary colour and anything unknown -> 255) written to <out>/SegmentationClassIds/<id>.png.
-CLI: python -m dataset.prepare_voc --root R --out O
+CLI: python -m ssma_tf.datasets.prepare_voc --root R --out O
 """
 
 import os
 import sys
 
-from dataset import prepare_common as common
-from dataset.registry import colour_to_ids, get_dataset
+from ssma_tf.datasets import prepare_common as common
+from ssma_tf.datasets.registry import colour_to_ids, get_dataset
 from ssma_tf.errors import InputError
 
 SPLITS = ("train", "val", "trainval")

@@ -4,7 +4,7 @@ Layout: leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png, disparity/.../<stem>_
 gtFine/.../<stem>_gtFine_labelIds.png, optional camera/.../<stem>_camera.json.
 Depth = baseline * fx / d with d = (v - 1) / 256 for v > 0 (v = 0 or beyond 65.535 m -> 0,
 no reading). Writes <out>/depth/..., <out>/<classes>/... and <out>/<split>.txt.
-CLI: python -m dataset.prepare_cityscapes --root R --out O [--classes 19|11]
+CLI: python -m ssma_tf.datasets.prepare_cityscapes --root R --out O [--classes 19|11]
 """
 
 import json
@@ -13,8 +13,8 @@ import sys
 
 import numpy as np
 
-from dataset import prepare_common as common
-from dataset.registry import get_dataset
+from ssma_tf.datasets import prepare_common as common
+from ssma_tf.datasets.registry import get_dataset
 from ssma_tf.errors import InputError
 
 BASELINE_M, FX_PX = 0.209313, 2262.52
