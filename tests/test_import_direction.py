@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "ssma_tf"
 
 LAYERS = {
-    "errors": 0, "io_utils": 0, "config": 0,
+    "errors": 0, "io_utils": 0, "registry": 0, "config": 0,
     "data": 1, "datasets": 1, "models": 1, "visualization": 1,
     "optim": 2,
     "frameworks": 3, "evaluation": 3,
