@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssma_tf.frameworks import cutmix, modality_dropout
+from ssma_tf.frameworks import common, cutmix, modality_dropout
 from ssma_tf.training import checkpoints
 
 SEED = tf.constant([3, 4], tf.int64)
@@ -52,10 +52,13 @@ def test_masking_is_identity_for_a_unimodal_input():
 
 
 def test_step_seed_differs_per_step_and_salt_and_is_reproducible():
-    a = modality_dropout.step_seed(0, 5, 1).numpy()
-    np.testing.assert_array_equal(a, modality_dropout.step_seed(0, 5, 1).numpy())
-    assert not np.array_equal(a, modality_dropout.step_seed(0, 6, 1).numpy())
-    assert not np.array_equal(a, modality_dropout.step_seed(0, 5, 2).numpy())
+    a = common.step_seed(0, 5, 1).numpy()
+    np.testing.assert_array_equal(a, common.step_seed(0, 5, 1).numpy())
+    assert not np.array_equal(a, common.step_seed(0, 6, 1).numpy())
+    assert not np.array_equal(a, common.step_seed(0, 5, 2).numpy())
+    salts = [common.SALT_MODDROP, common.SALT_STUDENT_MASK, common.SALT_TEACHER_MASK,
+             common.SALT_CUTMIX]
+    assert len(set(salts)) == len(salts)
 
 
 # --- CutMix ------------------------------------------------------------------------------
@@ -149,7 +152,9 @@ def test_crop_padding_gets_no_pseudo_label():
 
 from ssma_tf.config import config_from_dict  # noqa: E402
 from ssma_tf.frameworks import FRAMEWORKS  # noqa: E402
-from ssma_tf.frameworks.mean_teacher import ema_decay, sigmoid_rampup  # noqa: E402
+from ssma_tf.frameworks.build import build_framework  # noqa: E402
+from ssma_tf.frameworks.common import sigmoid_rampup  # noqa: E402
+from ssma_tf.frameworks.mean_teacher import ema_decay  # noqa: E402
 from ssma_tf.frameworks.pseudo_balance import PriorBalance  # noqa: E402
 
 NUM_CLASSES, H, W, L, U = 3, 32, 64, 2, 2
@@ -189,17 +194,17 @@ BUILDERS = {"adapnet_pp": (adapnet_builder, ["rgb"]),
             "inline": (inline_fusion_builder, ["depth", "rgb"])}
 
 
-def make(framework, model="inline", **overrides):
-    builder, modalities = BUILDERS[model]
-    config = config_from_dict({
+def make_config(framework, model="inline", **overrides):
+    return config_from_dict({
         "framework": framework, "num_classes": NUM_CLASSES, "batch_size": L,
         "unlabeled_batch_size": U, "height": H, "width": W, "learning_rate": 1e-3,
-        "max_iteration": 50, "modalities": modalities,
+        "max_iteration": 50, "modalities": BUILDERS[model][1],
         "model": "linearfusion" if model == "inline" else model, **overrides})
-    fw = FRAMEWORKS[framework](config, builder)
-    fw.step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    fw.build()
-    return fw
+
+
+def make(framework, model="inline", **overrides):
+    return build_framework(make_config(framework, model, **overrides),
+                           model_builder=BUILDERS[model][0])
 
 
 def batches(modalities, seed=0):

@@ -1,9 +1,11 @@
 """Framework: owns the models, optimizers and the per-replica train step of one regime.
 
 The trainer (ssma_tf/training/trainer.py) owns the strategy, data, loop, checkpoints and
-summaries. Before `build()` it sets `framework.step` (int64 tf.Variable, the global step,
-also saved in checkpoints; inside train_step it counts the steps done before this one) and `framework.global_batch_size` (labeled images per step over
-all replicas); `framework.global_unlabeled_batch_size` likewise when `uses_unlabeled`.
+summaries. `build_framework` (frameworks/build.py) makes a framework: it sets
+`framework.step` (int64 tf.Variable, the global step, also saved in checkpoints; inside
+train_step it counts the steps done before this one) and calls `build()` inside
+`strategy.scope()`. `global_batch_size` is the labeled images per step over all replicas,
+`global_unlabeled_batch_size` likewise for `uses_unlabeled`.
 """
 
 import tensorflow as tf

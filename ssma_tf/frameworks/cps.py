@@ -21,9 +21,13 @@ import tensorflow as tf
 
 from ssma_tf.frameworks import cutmix
 from ssma_tf.frameworks.base import Framework
-from ssma_tf.frameworks.mean_teacher import (SALT_CUTMIX, concat_inputs, num_rows,
-                                              sigmoid_rampup)
-from ssma_tf.frameworks.modality_dropout import step_seed
+from ssma_tf.frameworks.common import (
+    SALT_CUTMIX,
+    concat_inputs,
+    num_rows,
+    sigmoid_rampup,
+    step_seed,
+)
 
 
 class CPS(Framework):

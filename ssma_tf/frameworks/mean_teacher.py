@@ -43,31 +43,23 @@ from absl import logging
 
 from ssma_tf.frameworks import cutmix, modality_dropout
 from ssma_tf.frameworks.base import Framework
+from ssma_tf.frameworks.common import (
+    SALT_CUTMIX,
+    SALT_STUDENT_MASK,
+    SALT_TEACHER_MASK,
+    concat_inputs,
+    ema_update,
+    num_rows,
+    sigmoid_rampup,
+    step_seed,
+)
 from ssma_tf.frameworks.losses import target_for
-
-SALT_STUDENT_MASK, SALT_TEACHER_MASK, SALT_CUTMIX = 1, 2, 3
 
 
 def ema_decay(step, max_decay):
     """a_t = min(1 - 1/(t+1), max_decay): 0 at t = 0 (copy), then rising to max_decay."""
     step = tf.cast(step, tf.float32)
     return tf.minimum(1.0 - 1.0 / (step + 1.0), max_decay)
-
-
-def ema_update(teacher_variables, student_variables, decay):
-    """teacher <- decay * teacher + (1 - decay) * student, variable by variable."""
-    for teacher_var, student_var in zip(teacher_variables, student_variables):
-        value = tf.cast(decay, teacher_var.dtype) * teacher_var + tf.cast(
-            1.0 - decay, teacher_var.dtype) * tf.cast(student_var, teacher_var.dtype)
-        teacher_var.assign(value)
-
-
-def sigmoid_rampup(step, rampup_steps):
-    """exp(-5 (1 - t/T)^2) for t < T, else 1; T = 0 means no ramp-up (always 1)."""
-    if rampup_steps <= 0:
-        return tf.constant(1.0)
-    progress = tf.clip_by_value(tf.cast(step, tf.float32) / rampup_steps, 0.0, 1.0)
-    return tf.exp(-5.0 * tf.square(1.0 - progress))
 
 
 def softmax_mse(targets, outputs, weights, *, global_batch_size):
@@ -81,17 +73,6 @@ def softmax_mse(targets, outputs, weights, *, global_batch_size):
                                    axis=[1, 2, 3])
         total += weight * tf.reduce_sum(per_image) / tf.cast(global_batch_size, tf.float32)
     return total
-
-
-def concat_inputs(*parts):
-    """Row-wise concatenation of input dicts with the same keys."""
-    return {name: tf.concat([part[name] for part in parts], axis=0) for name in parts[0]}
-
-
-def num_rows(batch):
-    """Static (else dynamic) batch size of a tensor or an input dict."""
-    value = next(iter(batch.values())) if isinstance(batch, dict) else batch
-    return value.shape[0] if value.shape[0] is not None else tf.shape(value)[0]
 
 
 def soft_targets(logits):
@@ -129,7 +110,7 @@ class MeanTeacher(Framework):
         return [(self.model, self.optimizer)]
 
     def _seed(self, salt):
-        return modality_dropout.step_seed(self.config.seed, self.step, salt)
+        return step_seed(self.config.seed, self.step, salt)
 
     def _teacher_targets(self, batch, labeled_rows, first_unlabeled):
         """Pseudo labels (int32 [B,H,W], none on crop padding) or probabilities

@@ -15,10 +15,9 @@ import tensorflow as tf
 from ssma_tf.data import schema
 from ssma_tf.data.pipeline import select_modalities, train_dataset
 from ssma_tf.errors import ConfigError
-from ssma_tf.frameworks import get_framework
+from ssma_tf.frameworks import build as framework_build
 from ssma_tf.io_utils import make_folder
 from ssma_tf.models import layers as model_layers
-from ssma_tf.models.factory import build_model
 from ssma_tf.training import checkpoints
 from ssma_tf.training.progress import Progress
 from ssma_tf.training.run_info import write_run_info
@@ -42,11 +41,6 @@ def _required(config, key):
 def _specs(config, records):
     _, info = schema.resolve_records(records)
     return select_modalities(records, info, config.modalities)
-
-
-def _set_precision(config):
-    policy = "float32" if config.mixed_precision == "none" else config.mixed_precision
-    keras.mixed_precision.set_global_policy(policy)
 
 
 UNLABELED_SEED_OFFSET = 1_000_003
@@ -129,18 +123,12 @@ def initialise(framework, config):
         checkpoints.init_experts(model, config)
 
 
-def build_framework(config, strategy, channels, model_builder=None):
-    """Framework with its models/optimizers built inside `strategy.scope()`."""
-    _set_precision(config)
+def build_framework(config, strategy=None, channels=None, model_builder=None):
+    """frameworks.build.build_framework after the trainer's global switch (synchronised BN
+    across the strategy's replicas)."""
+    strategy = strategy or tf.distribute.get_strategy()
     model_layers.set_sync_batch_norm(config.sync_bn and strategy.num_replicas_in_sync > 1)
-    builder = model_builder or (lambda: build_model(config, channels))
-    framework = get_framework(config.framework)(config, builder)
-    with strategy.scope():
-        framework.step = tf.Variable(
-            0, dtype=tf.int64, trainable=False, name="step",
-            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-        framework.build()
-    return framework
+    return framework_build.build_framework(config, strategy, channels, model_builder)
 
 
 def _reduce(strategy, per_replica):
