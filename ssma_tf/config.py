@@ -142,6 +142,9 @@ KEYS = {
     "eval_output": _k("str", "logits", "model output that evaluate / export / predict use, e.g."
                       " logits_depth for one LinearFusion stream (M3L reports every stream)"),
     "num_overlays": _k("int", 0, "prediction overlays written by evaluation"),
+    # --- trainer / framework seams (new) ---
+    "adam_epsilon": _k("float", 1e-8, "Adam / AdamW epsilon"),
+    "momentum": _k("float", 0.9, "SGD momentum"),
 }
 
 _TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true/false",

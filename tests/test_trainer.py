@@ -11,8 +11,7 @@ import tensorflow as tf
 from ssma_tf.errors import ConfigError
 from ssma_tf.frameworks.losses import segmentation_loss, supervised_loss
 from ssma_tf.models.factory import build_model
-from ssma_tf.training.optimizers import split_variables
-from ssma_tf.training.schedules import WarmupPoly
+from ssma_tf.optim import WarmupPoly, split_variables
 from ssma_tf.training.trainer import NonFiniteLossError, restore_model, train
 from trainer_data import tiny_config, write_records
 
@@ -197,3 +196,42 @@ def test_unlabeled_stream_draws_its_own_augmentation(tmp_path, records):
     (inputs_l, _), inputs_u = next(labeled), next(unlabeled)
     assert inputs_l["rgb"].shape == inputs_u["rgb"].shape
     assert not np.allclose(inputs_l["rgb"].numpy(), inputs_u["rgb"].numpy())
+
+
+# --- optimizer factory (ssma_tf/optim) ----------------------------------------------------
+
+def test_second_network_gets_its_own_optimizer_settings(tmp_path, records):
+    import keras
+
+    from ssma_tf.frameworks.build import build_framework
+    from ssma_tf.optim import GroupOptimizer, WarmupConstant
+    config = tiny_config(tmp_path, records, learning_rate=2e-3, adam_epsilon=1e-6,
+                         max_iteration=100, power=1.0, warmup_steps=0)
+    framework = build_framework(config, channels={"rgb": 3})
+    discriminator = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, name="head")])
+    d_opt = framework.make_optimizer(discriminator, name="discriminator", learning_rate=1e-4,
+                                     beta_1=0.5, beta_2=0.99, schedule="constant")
+    inner = d_opt.inner()
+    assert isinstance(inner, keras.optimizers.Adam) and d_opt.name == "discriminator"
+    assert (inner.beta_1, inner.beta_2, inner.epsilon) == (0.5, 0.99, 1e-6)
+    assert isinstance(d_opt.schedules["decoder"], WarmupConstant)
+    assert float(d_opt.schedules["decoder"](80)) == pytest.approx(1e-4)
+    assert float(d_opt.learning_rate()) == pytest.approx(1e-4)
+    main = framework.optimizer
+    assert (main.inner().beta_1, main.inner().beta_2, main.inner().epsilon) == (0.9, 0.999, 1e-6)
+    assert float(main.schedules["decoder"](50)) == pytest.approx(1e-3)     # poly, power 1
+    assert main.settings["learning_rate"] == 2e-3 and main.settings["schedule"] == "poly"
+    sgd = GroupOptimizer(config, discriminator, optimizer="sgd", weight_decay=1e-4).inner()
+    assert sgd.momentum == 0.9 and sgd.weight_decay == 1e-4        # config's momentum key
+    sgd = GroupOptimizer(config.replace(momentum=0.5), discriminator, optimizer="sgd").inner()
+    assert sgd.momentum == 0.5
+    assert GroupOptimizer(config.replace(adam_epsilon=None), discriminator).inner().epsilon \
+        == 1e-8                                                     # the default, as before
+    scaled = GroupOptimizer(config.replace(mixed_precision="mixed_float16"), discriminator,
+                            learning_rate=3e-4)
+    assert isinstance(scaled.optimizers["decoder"], keras.optimizers.LossScaleOptimizer)
+    assert float(scaled.learning_rate()) == pytest.approx(3e-4)
+    with pytest.raises(TypeError, match="unknown optimizer setting 'lr'"):
+        GroupOptimizer(config, discriminator, lr=1.0)
+    with pytest.raises(ValueError, match="schedule must be one of poly, constant"):
+        GroupOptimizer(config, discriminator, schedule="cosine")

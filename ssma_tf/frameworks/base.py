@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from ssma_tf.frameworks.losses import hard_pseudo_labels, penalty_loss, supervised_loss
 from ssma_tf.frameworks.pseudo_balance import PriorBalance
-from ssma_tf.training.optimizers import GroupOptimizer
+from ssma_tf.optim import GroupOptimizer
 
 
 class Framework:
@@ -74,9 +74,11 @@ class Framework:
 
     # --- helpers shared by subclasses ---
 
-    def make_optimizer(self, model, name="model"):
-        """A built GroupOptimizer (encoder/decoder/norm groups, poly LR) for `model`."""
-        optimizer = GroupOptimizer(self.config, model, name=name)
+    def make_optimizer(self, model, name="model", **overrides):
+        """A built GroupOptimizer (encoder/decoder/norm groups, poly LR) for `model`; the
+        `overrides` (optim.OVERRIDES: learning_rate, beta_1, schedule...) replace the
+        config's settings for this model only (e.g. a discriminator's own Adam)."""
+        optimizer = GroupOptimizer(self.config, model, name=name, **overrides)
         optimizer.build()
         return optimizer
 
