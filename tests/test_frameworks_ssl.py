@@ -530,3 +530,111 @@ def test_pseudo_balance_trains_per_output_with_cutmix_and_round_trips(tmp_path, 
         path).assert_existing_objects_matched()
     for key, value in fw.pseudo_balance.offsets.items():
         np.testing.assert_array_equal(fresh.pseudo_balance.offsets[key].numpy(), value.numpy())
+
+
+# --- seams for coming frameworks: features, hooks, image-level outputs ---------------------
+
+def feature_builder(calls):
+    """inline_fusion_builder that honours `features=("decoder",)` as the model registry
+    will: the outputs then also hold `feature_decoder` (here [B, H/2, W/2, 8])."""
+    import keras
+
+    def build(features=()):
+        calls.append(tuple(features))
+        base = inline_fusion_builder()
+        if not features:
+            return base
+        assert tuple(features) == ("decoder",)
+        hidden = base.get_layer("logits").input
+        pooled = keras.layers.AveragePooling2D(2, name="feature_decoder")(hidden)
+        model = keras.Model(base.inputs, {**base.output, "feature_decoder": pooled})
+        model.output_loss_weights = base.output_loss_weights
+        return model
+    return build
+
+
+def test_a_mean_teacher_subclass_adds_a_loss_on_features_through_the_hooks():
+    from ssma_tf.frameworks.mean_teacher import MeanTeacher
+
+    class FeatureConsistency(MeanTeacher):     # U2PL's shape: features and an extra term
+        model_features = ("decoder",)
+
+        def teacher_forward(self, batch):
+            self.teacher_rows = num_rows_of(batch)
+            return super().teacher_forward(batch)
+
+        def extra_losses(self, student_outputs, teacher_outputs, rows):
+            student, teacher = student_outputs["feature_decoder"], teacher_outputs[
+                "feature_decoder"]
+            assert student.shape == teacher.shape == (L + U, H // 2, W // 2, 8)
+            assert rows.supervised == L and rows.labels.shape == (L, H, W)
+            assert rows.targets.shape == (L + U, H, W)
+            per_image = tf.reduce_mean(tf.square(student - tf.stop_gradient(teacher)),
+                                       axis=[1, 2, 3])
+            return {"feature_loss": tf.reduce_sum(per_image) / rows.global_all}
+
+    calls = []
+    fw = build_framework(make_config("mean_teacher"), model_builder=feature_builder(calls),
+                         framework_class=FeatureConsistency)
+    assert calls == [("decoder",), ("decoder",)]           # student and teacher
+    fw.step.assign(3)
+    fw.teacher.set_weights([w + 0.1 for w in fw.teacher.get_weights()])
+    logs = run_steps(fw, 1, batches(["depth", "rgb"]))[0]
+    assert fw.teacher_rows == L + U and logs["feature_loss"] > 0
+    assert logs["loss"] == pytest.approx(logs["supervised_loss"] + logs["consistency_weight"]
+                                         * logs["consistency_loss"] + logs["feature_loss"],
+                                         rel=1e-5)
+    plain = make("mean_teacher")                            # no features asked, no extra term
+    assert set(run_steps(plain, 1, batches(["depth", "rgb"]))[0]) == {
+        "loss", "supervised_loss", "consistency_loss", "consistency_weight", "learning_rate"}
+
+
+def num_rows_of(batch):
+    return next(iter(batch.values())).shape[0]
+
+
+def test_default_model_builder_passes_the_options_to_the_model_factory(monkeypatch):
+    from ssma_tf.frameworks import build as framework_build
+    seen = []
+    monkeypatch.setattr(framework_build, "build_model",
+                        lambda config, channels, **options: seen.append((channels, options)))
+    builder = framework_build.default_model_builder(make_config("cps"), {"rgb": 3})
+    builder()
+    builder(features=("decoder",))
+    assert seen == [({"rgb": 3}, {}), ({"rgb": 3}, {"features": ("decoder",)})]
+
+
+def classifier_builder():
+    """inline_fusion_builder plus an image-level head "cls" [B, C] trained by multi-label
+    BCE (MLMT's classifier branch)."""
+    import keras
+    base = inline_fusion_builder()
+    hidden = keras.layers.GlobalAveragePooling2D()(base.get_layer("logits").input)
+    cls = keras.layers.Dense(NUM_CLASSES, name="cls")(hidden)
+    model = keras.Model(base.inputs, {**base.output, "cls": cls})
+    model.output_loss_weights = {"logits": 1.0, "aux": 0.5, "cls": 0.4}
+    model.output_loss_kinds = {"cls": "multilabel_bce"}
+    return model
+
+
+@pytest.mark.parametrize("framework,extra", [
+    ("mean_teacher", {"pseudo_targets": "per_output"}),
+    ("mean_teacher", {"consistency": "softmax_mse"}),
+    ("cps", {})])
+def test_an_image_level_output_trains_beside_the_pixel_outputs(framework, extra):
+    from ssma_tf.frameworks.losses import image_bce_loss, present_classes
+    fw = build_framework(make_config(framework, **extra), model_builder=classifier_builder)
+    assert fw.pixel_loss_weights == {"logits": 1.0, "aux": 0.5}
+    assert "cls" not in fw.pseudo_output_names()
+    (inputs_l, labels), _ = data = batches(["depth", "rgb"])
+    head = fw.model.get_layer("cls").kernel.numpy()
+    logs = run_steps(fw, 1, data)[0]
+    assert all(np.isfinite(v) for v in logs.values()), logs
+    assert not np.allclose(head, fw.model.get_layer("cls").kernel.numpy())
+    outputs = fw.model(inputs_l, training=False)
+    pixel_only = fw.supervised_loss(labels, {k: v for k, v in outputs.items() if k != "cls"}
+                                    | {"cls": tf.zeros([L, NUM_CLASSES])})
+    bce_of_zeros = np.log(2.0)      # logit 0: log 2 per class, whatever the target
+    expected = float(pixel_only) - 0.4 * bce_of_zeros + 0.4 * float(image_bce_loss(
+        present_classes(labels, NUM_CLASSES), outputs["cls"], global_batch_size=L))
+    assert float(fw.supervised_loss(labels, outputs)) == pytest.approx(expected, rel=1e-5)

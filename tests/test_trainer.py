@@ -198,6 +198,58 @@ def test_unlabeled_stream_draws_its_own_augmentation(tmp_path, records):
     assert not np.allclose(inputs_l["rgb"].numpy(), inputs_u["rgb"].numpy())
 
 
+# --- per-pixel weights and image-level outputs (frameworks/losses.py) ---------------------
+
+def test_pixel_weights_scale_each_pixel_and_keep_the_kept_pixel_divisor():
+    labels = np.array([[[0, 1], [255, 2]], [[1, 1], [0, 2]]], np.int32)
+    logits = tf.random.normal([2, 2, 2, 3], seed=4)
+    weights = np.array([[[1.0, 0.5], [9.0, 2.0]], [[0.0, 1.0], [0.25, 3.0]]], np.float32)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=np.where(labels < 3, labels, 0), logits=logits).numpy()
+    # image 0: 3 valid pixels (the 255 one and its weight 9 do not count), image 1: 4
+    expected = ((1.0 * ce[0, 0, 0] + 0.5 * ce[0, 0, 1] + 2.0 * ce[0, 1, 1]) / 3
+                + (0.0 * ce[1, 0, 0] + ce[1, 0, 1] + 0.25 * ce[1, 1, 0] + 3.0 * ce[1, 1, 1]) / 4
+                ) / 2
+    kw = {"num_classes": 3, "ignore_label": 255, "global_batch_size": 2}
+    weighted = segmentation_loss(labels, logits, pixel_weights=weights, **kw)
+    np.testing.assert_allclose(float(weighted), expected, rtol=1e-5)
+    ones = segmentation_loss(labels, logits, pixel_weights=np.ones_like(weights), **kw)
+    np.testing.assert_allclose(float(ones), float(segmentation_loss(labels, logits, **kw)),
+                               rtol=1e-6)
+    total = supervised_loss(labels, {"logits": logits, "aux": logits},
+                            {"logits": 1.0, "aux": 0.5}, pixel_weights=weights, **kw)
+    np.testing.assert_allclose(float(total), 1.5 * expected, rtol=1e-5)
+
+
+def _bce(targets, logits):
+    p = 1 / (1 + np.exp(-logits))
+    return -(targets * np.log(p) + (1 - targets) * np.log(1 - p))
+
+
+def test_image_level_output_gets_multilabel_bce_on_the_present_classes():
+    from ssma_tf.frameworks.losses import present_classes
+    labels = np.array([[[0, 2], [2, 255]], [[1, 1], [7, 255]]], np.int32)   # 7: >= classes
+    np.testing.assert_array_equal(present_classes(labels, 3, 255).numpy(),
+                                  [[1, 0, 1], [0, 1, 0]])
+    pixel = tf.random.normal([2, 2, 2, 3], seed=5)
+    cls = np.array([[2.0, -1.0, 0.5], [-0.3, 1.5, -2.0]], np.float32)
+    kw = {"num_classes": 3, "ignore_label": 255, "global_batch_size": 4}
+    outputs = {"logits": pixel, "cls": tf.constant(cls), "feature_decoder": tf.zeros([2, 1])}
+    weights = {"logits": 1.0, "cls": 0.4}
+    total = supervised_loss(labels, outputs, weights, kinds={"cls": "multilabel_bce"}, **kw)
+    bce = _bce(np.array([[1, 0, 1], [0, 1, 0]], np.float32), cls).mean(axis=1).sum() / 4
+    np.testing.assert_allclose(float(total),
+                               float(segmentation_loss(labels, pixel, **kw)) + 0.4 * bce,
+                               rtol=1e-5)
+    given = np.array([[0, 1, 1], [1, 1, 1]], np.float32)       # a given target wins
+    total = supervised_loss({"logits": labels, "cls": given}, outputs, {"cls": 1.0},
+                            kinds={"cls": "multilabel_bce"}, **kw)
+    np.testing.assert_allclose(float(total), _bce(given, cls).mean(axis=1).sum() / 4,
+                               rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown loss kind 'dice'"):
+        supervised_loss(labels, outputs, weights, kinds={"cls": "dice"}, **kw)
+
+
 # --- optimizer factory (ssma_tf/optim) ----------------------------------------------------
 
 def test_second_network_gets_its_own_optimizer_settings(tmp_path, records):

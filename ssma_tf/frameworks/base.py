@@ -6,6 +6,20 @@ summaries. `build_framework` (frameworks/build.py) makes a framework: it sets
 train_step it counts the steps done before this one) and calls `build()` inside
 `strategy.scope()`. `global_batch_size` is the labeled images per step over all replicas,
 `global_unlabeled_batch_size` likewise for `uses_unlabeled`.
+
+Model contract (what a framework may rely on from `model_builder`):
+- `model_builder()` builds a new keras.Model: inputs {modality: [B, H, W, C]}, outputs a
+  dict with "logits" [B, H, W, num_classes] (the evaluated output) and maybe more;
+- `model_builder(features=("decoder",))` (via `make_model`, with the class attribute
+  `model_features`) asks for a model whose outputs also include a tensor
+  `feature_<name>` per requested name (e.g. U2PL's representation input); the model
+  registry implements it, a framework only passes the names through;
+- `model.output_loss_weights` {output: weight} (default {"logits": 1.0}) names the trained
+  outputs, `model.output_loss_kinds` {output: kind} their loss ("pixel_ce" by default, or
+  "multilabel_bce" for an image-level [B, C] output; frameworks/losses.py), and
+  `model.output_penalty_weights` {output: weight} per-image [B] penalties;
+- every other output (`feature_*` above all) is left out of the losses; a framework that
+  wants one reads it from the outputs dict itself.
 """
 
 import tensorflow as tf
@@ -20,6 +34,7 @@ class Framework:
 
     uses_unlabeled = False
     two_views = False          # unlabeled stream yields (view1, view2) when True
+    model_features = ()        # feature outputs `make_model` asks the builder for
 
     def __init__(self, config, model_builder):
         self.config = config
@@ -74,6 +89,12 @@ class Framework:
 
     # --- helpers shared by subclasses ---
 
+    def make_model(self, **options):
+        """A new model from `model_builder`, asking for the `model_features` outputs."""
+        if self.model_features:
+            options.setdefault("features", tuple(self.model_features))
+        return self.model_builder(**options)
+
     def make_optimizer(self, model, name="model", **overrides):
         """A built GroupOptimizer (encoder/decoder/norm groups, poly LR) for `model`; the
         `overrides` (optim.OVERRIDES: learning_rate, beta_1, schedule...) replace the
@@ -102,12 +123,26 @@ class Framework:
         """{output name: loss weight} of the model (model.output_loss_weights)."""
         return getattr(self.eval_model, "output_loss_weights", None) or {"logits": 1.0}
 
+    @property
+    def loss_kinds(self):
+        """{output name: loss kind} of the model (model.output_loss_kinds; an output not
+        named there is "pixel_ce")."""
+        return getattr(self.eval_model, "output_loss_kinds", None) or {}
+
+    @property
+    def pixel_loss_weights(self):
+        """`loss_weights` of the pixel outputs ("pixel_ce"), without image-level heads."""
+        kinds = self.loss_kinds
+        return {name: weight for name, weight in self.loss_weights.items()
+                if kinds.get(name, "pixel_ce") == "pixel_ce"}
+
     def pseudo_output_names(self):
         """The labeler outputs that make targets: "logits", or with `pseudo_targets:
-        per_output` every loss-weighted output."""
+        per_output` every loss-weighted pixel output (image-level outputs then learn the
+        classes present in the "logits" targets)."""
         if self.config.pseudo_targets == "logits":
             return ["logits"]
-        return list(self.loss_weights)
+        return list(self.pixel_loss_weights)
 
     def build_pseudo_balance(self, labelers=("",)):
         """With `pseudo_balance: prior`, `self.pseudo_balance` = a PriorBalance over
@@ -149,10 +184,13 @@ class Framework:
             targets[name] = make_target(logits)
         return targets["logits"] if self.config.pseudo_targets == "logits" else targets
 
-    def supervised_loss(self, labels, outputs, *, global_batch_size=None, ohem=True):
-        """Weighted loss over `loss_weights`, divided by the global batch."""
+    def supervised_loss(self, labels, outputs, *, global_batch_size=None, ohem=True,
+                        pixel_weights=None):
+        """Weighted loss over `loss_weights`, each output's by its kind (`loss_kinds`),
+        divided by the global batch; `pixel_weights` [B, H, W] weight the pixel losses."""
         return supervised_loss(
             labels, outputs, self.loss_weights, num_classes=self.config.num_classes,
             ignore_label=self.config.ignore_label,
             global_batch_size=global_batch_size or self.global_batch_size,
-            ohem=self.ohem if ohem else None)
+            ohem=self.ohem if ohem else None, kinds=self.loss_kinds,
+            pixel_weights=pixel_weights)

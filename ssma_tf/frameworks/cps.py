@@ -36,8 +36,8 @@ class CPS(Framework):
     uses_unlabeled = True
 
     def build(self):
-        self.model = self.model_builder()
-        self.model2 = self.model_builder()
+        self.model = self.make_model()
+        self.model2 = self.make_model()
         self.optimizer = self.make_optimizer(self.model)
         self.optimizer2 = self.make_optimizer(self.model2, name="model2")
         self.build_pseudo_balance(labelers=("model", "model2"))
