@@ -584,6 +584,7 @@ def test_a_mean_teacher_subclass_adds_a_loss_on_features_through_the_hooks():
     assert logs["loss"] == pytest.approx(logs["supervised_loss"] + logs["consistency_weight"]
                                          * logs["consistency_loss"] + logs["feature_loss"],
                                          rel=1e-5)
+    assert fw.log_reduction("feature_loss") == tf.distribute.ReduceOp.SUM
     plain = make("mean_teacher")                            # no features asked, no extra term
     assert set(run_steps(plain, 1, batches(["depth", "rgb"]))[0]) == {
         "loss", "supervised_loss", "consistency_loss", "consistency_weight", "learning_rate"}

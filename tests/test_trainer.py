@@ -7,13 +7,14 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
+from trainer_data import tiny_config, write_records
 
 from ssma_tf.errors import ConfigError
 from ssma_tf.frameworks.losses import segmentation_loss, supervised_loss
 from ssma_tf.models.factory import build_model
 from ssma_tf.optim import WarmupPoly, split_variables
+from ssma_tf.training import checkpoints
 from ssma_tf.training.trainer import NonFiniteLossError, restore_model, train
-from trainer_data import tiny_config, write_records
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +288,45 @@ def test_second_network_gets_its_own_optimizer_settings(tmp_path, records):
         GroupOptimizer(config, discriminator, lr=1.0)
     with pytest.raises(ValueError, match="schedule must be one of poly, constant"):
         GroupOptimizer(config, discriminator, schedule="cosine")
+
+
+# --- every network initialised --------------------------------------------------------------
+
+def test_init_checkpoint_initialises_both_cps_networks(tmp_path, records):
+    from ssma_tf.frameworks.build import build_framework
+    from ssma_tf.training.trainer import initialise
+    source = tiny_config(tmp_path, records)
+    supervised = build_framework(source, channels={"rgb": 3})    # saved as train() saves
+    tf.train.Checkpoint(**checkpoints.trackable(supervised.checkpoint_items())).save(
+        str(tmp_path / "supervised" / "ckpt"))
+    trained = supervised.model.get_weights()
+    cps = source.replace(framework="cps", unlabeled_data=records,
+                         init_checkpoint=str(tmp_path / "supervised"))
+    framework = build_framework(cps, channels={"rgb": 3})
+    networks = [model for model, _ in framework.networks()]
+    assert len(networks) == 2
+    assert any(not np.array_equal(a, b) for a, b in zip(networks[1].get_weights(), trained))
+    initialise(framework, cps)
+    for model in networks:
+        for a, b in zip(model.get_weights(), trained):
+            np.testing.assert_array_equal(a, b)
+
+
+# --- logged values reach the host at log points only -----------------------------------------
+
+def test_nan_loss_raises_at_the_next_log_point_naming_the_interval(tmp_path, records,
+                                                                  monkeypatch):
+    from ssma_tf.frameworks.supervised import Supervised
+    step_fn = Supervised.train_step
+
+    def nan_from_step_5(self, labeled, unlabeled=None):
+        logs = step_fn(self, labeled, unlabeled)       # self.step: the steps done before
+        return {**logs, "loss": tf.where(self.step >= 4, np.nan, logs["loss"])}
+    monkeypatch.setattr(Supervised, "train_step", nan_from_step_5)
+    config = tiny_config(tmp_path, records, max_iteration=20, skip_step=3, save_step=100,
+                         summary_step=0)
+    with pytest.raises(NonFiniteLossError,
+                       match=r"non-finite loss \(nan\) between steps 4 and 6 .*last "
+                             r"checkpoint: none"):
+        train(config)
+    assert tf.train.latest_checkpoint(config.checkpoint) is None

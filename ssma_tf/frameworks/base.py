@@ -20,13 +20,23 @@ Model contract (what a framework may rely on from `model_builder`):
   `model.output_penalty_weights` {output: weight} per-image [B] penalties;
 - every other output (`feature_*` above all) is left out of the losses; a framework that
   wants one reads it from the outputs dict itself.
+
+Logged values: `train_step` returns {name: scalar}; the trainer reduces each over the
+replicas as `log_reduction(name)` says (`log_reductions` overrides the default: SUM for
+names ending in "loss", which are already divided by the global batch, MEAN otherwise) and
+brings them to the host only at log and save steps, where any non-finite value stops
+the run.
 """
+
+from typing import ClassVar
 
 import tensorflow as tf
 
 from ssma_tf.frameworks.losses import hard_pseudo_labels, penalty_loss, supervised_loss
 from ssma_tf.frameworks.pseudo_balance import PriorBalance
 from ssma_tf.optim import GroupOptimizer
+
+REDUCTIONS = {"sum": tf.distribute.ReduceOp.SUM, "mean": tf.distribute.ReduceOp.MEAN}
 
 
 class Framework:
@@ -35,6 +45,7 @@ class Framework:
     uses_unlabeled = False
     two_views = False          # unlabeled stream yields (view1, view2) when True
     model_features = ()        # feature outputs `make_model` asks the builder for
+    log_reductions: ClassVar[dict] = {}   # {logged name: "sum" | "mean"}, see log_reduction
 
     def __init__(self, config, model_builder):
         self.config = config
@@ -54,8 +65,15 @@ class Framework:
 
     def train_step(self, labeled, unlabeled=None) -> dict:
         """One per-replica step; losses divided by the GLOBAL batch; returns scalars to log
-        (keys containing "loss" are summed over replicas, the others averaged)."""
+        (reduced over replicas per `log_reduction`)."""
         raise NotImplementedError
+
+    def log_reduction(self, name):
+        """How logged value `name` is reduced over replicas: `log_reductions[name]`, else
+        SUM for names ending in "loss" (per-replica shares of a global mean), else MEAN
+        (rates, weights, accuracies)."""
+        kind = self.log_reductions.get(name, "sum" if name.endswith("loss") else "mean")
+        return REDUCTIONS[kind]
 
     @property
     def eval_model(self):

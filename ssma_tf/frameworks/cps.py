@@ -17,6 +17,8 @@ the pseudo labels of the mixed rows are the unmixed labels mixed with the same m
 the CPS term covers the mixed rows only.
 """
 
+from typing import ClassVar
+
 import tensorflow as tf
 
 from ssma_tf.frameworks import cutmix
@@ -34,6 +36,7 @@ class CPS(Framework):
     """Two networks, two optimizers, cross pseudo supervision."""
 
     uses_unlabeled = True
+    log_reductions: ClassVar[dict] = {"supervised_loss2": "sum"}   # not named *loss
 
     def build(self):
         self.model = self.make_model()

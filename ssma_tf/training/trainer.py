@@ -3,9 +3,12 @@
 Re-running the same config resumes from the latest checkpoint in `checkpoint` at the exact
 step. Only the chief writes to `checkpoint`; other workers save into a temporary folder
 (the save is collective) that is deleted at the end.
+
+Logged values stay on the device between "sync points": the log steps (`skip_step`), the
+save steps, the summary-image steps and the last step. There they are brought to the host and checked: a value that was
+NaN or infinite at some step since the previous sync point stops the run without saving.
 """
 
-import math
 import os
 import shutil
 
@@ -114,13 +117,14 @@ def _needs_experts(config):
 
 
 def initialise(framework, config):
-    """Fresh run only: init_checkpoint/intialize, else SSMA experts (stage fusion)."""
-    items = framework.checkpoint_items()
-    model = items.get("model", framework.eval_model)
-    if config.init_checkpoint:
-        checkpoints.init_from_checkpoint(model, config.init_checkpoint)
-    elif _needs_experts(config):
-        checkpoints.init_experts(model, config)
+    """Fresh run only: every network in `framework.networks()` from init_checkpoint
+    (/intialize), else SSMA's experts (stage fusion). A mean teacher's teacher then copies
+    the student at its first semi-supervised step."""
+    for model, _ in framework.networks():
+        if config.init_checkpoint:
+            checkpoints.init_from_checkpoint(model, config.init_checkpoint)
+        elif _needs_experts(config):
+            checkpoints.init_experts(model, config)
 
 
 def build_framework(config, strategy=None, channels=None, model_builder=None):
@@ -131,13 +135,10 @@ def build_framework(config, strategy=None, channels=None, model_builder=None):
     return framework_build.build_framework(config, strategy, channels, model_builder)
 
 
-def _reduce(strategy, per_replica):
-    """Sum the loss terms (already divided by the global batch), average the rest."""
-    out = {}
-    for key, value in per_replica.items():
-        op = tf.distribute.ReduceOp.SUM if "loss" in key else tf.distribute.ReduceOp.MEAN
-        out[key] = strategy.reduce(op, value, axis=None)
-    return out
+def _reduce(strategy, framework, per_replica):
+    """Each logged value reduced over the replicas as `framework.log_reduction` says."""
+    return {key: strategy.reduce(framework.log_reduction(key), value, axis=None)
+            for key, value in per_replica.items()}
 
 
 def make_step_fn(config, strategy, framework, supervised_only=False):
@@ -159,7 +160,8 @@ def make_step_fn(config, strategy, framework, supervised_only=False):
         unlabeled = None
         if unlabeled_it is not None and not supervised_only:
             unlabeled = next(unlabeled_it)
-        out = _reduce(strategy, strategy.run(replica_step, args=(labeled, unlabeled)))
+        out = _reduce(strategy, framework, strategy.run(replica_step,
+                                                        args=(labeled, unlabeled)))
         framework.step.assign_add(1)
         return out
 
@@ -212,33 +214,47 @@ def train(config, model_builder=None):
     summaries = Summaries(os.path.join(ckpt_dir, "train") if chief else None, config, specs)
     sample = _summary_batch(config) if chief and config.summary_step > 0 else None
     progress = Progress(start, config.max_iteration, config.batch_size)
-    saved_at = start
+    checked_at = start
     try:
         for step in range(start + 1, config.max_iteration + 1):
             fn = supervised_fn if step <= supervised_until else step_fn
-            values = {k: float(v) for k, v in fn(labeled_it, unlabeled_it).items()}
-            bad = [k for k, v in values.items() if "loss" in k and not math.isfinite(v)]
-            if bad:
-                raise NonFiniteLossError(
-                    f"non-finite {bad[0]} ({values[bad[0]]}) at step {step}; stopped without "
-                    f"saving; last checkpoint: {manager.latest_checkpoint or 'none'}")
-            progress.update(values)
-            if step % config.skip_step == 0 or step == config.max_iteration:
-                summaries.scalars(step, values)
+            progress.update(fn(labeled_it, unlabeled_it))      # stays on the device
+            final = step == config.max_iteration
+            log_now = step % config.skip_step == 0 or final
+            images_now = sample is not None and step % config.summary_step == 0
+            save_now = step % config.save_step == 0 or final
+            if not (log_now or images_now or save_now):
+                continue
+            _check_finite(progress, checked_at, step, manager)
+            checked_at = step
+            if log_now:
+                summaries.scalars(step, progress.last())
                 if chief:
                     progress.log(step)
-            if sample is not None and step % config.summary_step == 0:
+                else:
+                    progress.line(step)                          # resets the window
+            if images_now:
                 summaries.images(step, framework.eval_model, *sample)
-            if step % config.save_step == 0:
+            if save_now:
                 manager.save(checkpoint_number=step)
-                saved_at = step
-        if saved_at != config.max_iteration:
-            manager.save(checkpoint_number=config.max_iteration)
     finally:
         summaries.flush()
         if not chief:
             shutil.rmtree(write_dir, ignore_errors=True)
     return ckpt_dir
+
+
+def _check_finite(progress, checked_at, step, manager):
+    """NonFiniteLossError if a logged value was NaN or infinite at a step in
+    (checked_at, step] (the values since `checked_at` were checked then)."""
+    bad = progress.non_finite()
+    if bad is None:
+        return
+    name, value = bad
+    where = (f"at step {step}" if step == checked_at + 1 else
+             f"between steps {checked_at + 1} and {step} (checked at log and save steps)")
+    raise NonFiniteLossError(f"non-finite {name} ({value}) {where}; stopped without saving; "
+                             f"last checkpoint: {manager.latest_checkpoint or 'none'}")
 
 
 def restore_model(config, checkpoint=None):
