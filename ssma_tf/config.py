@@ -145,6 +145,11 @@ KEYS = {
     # --- trainer / framework seams (new) ---
     "adam_epsilon": _k("float", 1e-8, "Adam / AdamW epsilon"),
     "momentum": _k("float", 0.9, "SGD momentum"),
+    "eval_step": _k("int", 0, "score the eval model on val_data every N steps and at the end"
+                    " (as evaluate.py: eval_scales, eval_flip, eval_output) and keep the best"
+                    " checkpoint in <checkpoint>/best (0: off)"),
+    "best_metric": _k("str", "miou", "validation score that picks <checkpoint>/best (higher is"
+                      " better)", ("miou", "pixel_accuracy", "mean_class_accuracy")),
 }
 
 _TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true/false",

@@ -102,6 +102,7 @@ def test_training_reduces_loss_and_writes_run_info(tmp_path, records, capsys):
     assert info["modalities"]["rgb"]["encoding"] == "color" and "git_sha" in info
     events = os.listdir(os.path.join(folder, "train"))
     assert events and events[0].startswith("events.out.tfevents")
+    assert not os.path.exists(os.path.join(folder, "best"))      # eval_step 0: no validation
     model = restore_model(config)
     trained = tf.train.load_checkpoint(folder)
     assert model.count_params() > 0 and trained.get_variable_to_shape_map()
@@ -330,3 +331,57 @@ def test_nan_loss_raises_at_the_next_log_point_naming_the_interval(tmp_path, rec
                              r"checkpoint: none"):
         train(config)
     assert tf.train.latest_checkpoint(config.checkpoint) is None
+
+
+# --- validation during training and the best checkpoint ----------------------------------------
+
+def _scripted_scores(monkeypatch, mious):
+    """validation.score returning the real scores with mIoU replaced by `mious`, in order;
+    returns the list of (real result) it scored."""
+    from ssma_tf.training import validation
+    real_score = getattr(validation.score, "real", validation.score)
+    scored, script = [], iter(mious)
+
+    def scripted(model, dataset, config):
+        result = real_score(model, dataset, config)
+        scored.append(result)
+        return {**result, "miou": next(script)}
+    scripted.real = real_score
+    monkeypatch.setattr(validation, "score", scripted)
+    return scored
+
+
+def test_validation_keeps_the_best_checkpoint_and_a_resumed_run_respects_it(
+        tmp_path, records, monkeypatch, capsys):
+    from ssma_tf.data.pipeline import eval_dataset
+    from ssma_tf.evaluation.evaluator import evaluate
+    from ssma_tf.training.validation import read_best
+    config = tiny_config(tmp_path, records, val_data=records, eval_step=2, max_iteration=8,
+                         skip_step=2, save_step=4, summary_step=0)
+    scored = _scripted_scores(monkeypatch, [0.3, 0.7, 0.5, 0.6])
+    folder = train(config)
+    best = os.path.join(folder, "best")
+    assert checkpoints_in(best) == ["ckpt-4"]
+    assert read_best(best) == {"step": 4, "miou": 0.7, "metric": "miou", "value": 0.7}
+    assert os.path.isfile(os.path.join(best, "run_info.json"))
+    out = capsys.readouterr().out
+    assert re.search(r"step 4/8  loss \S+  learning_rate \S+  val_miou 0\.7  val_pixel_accuracy",
+                     out)
+    # evaluate / export read `<run>/best` like any checkpoint folder: the step-4 weights
+    assert checkpoints.find_checkpoint(best).endswith("ckpt-4")
+    model = restore_model(config, best)
+    again = evaluate(model, eval_dataset(records, modalities=["rgb"], batch_size=1),
+                     num_classes=2, ignore_label=255)
+    assert again["confusion_matrix"] == scored[1]["confusion_matrix"]
+    assert again["confusion_matrix"] != scored[0]["confusion_matrix"]
+    # resumed: 0.65 at step 10 is below the stored 0.7, 0.9 at step 12 is above
+    _scripted_scores(monkeypatch, [0.65, 0.9])
+    train(config.replace(max_iteration=12))
+    assert checkpoints_in(best) == ["ckpt-12"] and read_best(best)["miou"] == 0.9
+    with pytest.raises(ConfigError, match="key 'val_data' is required with eval_step 2"):
+        train(config.replace(val_data=None, checkpoint=str(tmp_path / "other")))
+
+
+def checkpoints_in(folder):
+    return sorted(name[:-len(".index")] for name in os.listdir(folder)
+                  if name.endswith(".index"))

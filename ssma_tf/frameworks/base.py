@@ -24,8 +24,8 @@ Model contract (what a framework may rely on from `model_builder`):
 Logged values: `train_step` returns {name: scalar}; the trainer reduces each over the
 replicas as `log_reduction(name)` says (`log_reductions` overrides the default: SUM for
 names ending in "loss", which are already divided by the global batch, MEAN otherwise) and
-brings them to the host only at log and save steps, where any non-finite value stops
-the run.
+brings them to the host only at log, save and eval steps, where any non-finite value
+stops the run.
 """
 
 from typing import ClassVar

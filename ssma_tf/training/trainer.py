@@ -5,7 +5,8 @@ step. Only the chief writes to `checkpoint`; other workers save into a temporary
 (the save is collective) that is deleted at the end.
 
 Logged values stay on the device between "sync points": the log steps (`skip_step`), the
-save steps, the summary-image steps and the last step. There they are brought to the host and checked: a value that was
+save steps, the validation steps (`eval_step`, training/validation.py), the summary-image
+steps and the last step. There they are brought to the host and checked: a value that was
 NaN or infinite at some step since the previous sync point stops the run without saving.
 """
 
@@ -26,6 +27,7 @@ from ssma_tf.training.progress import Progress
 from ssma_tf.training.run_info import write_run_info
 from ssma_tf.training.strategy import is_chief, make_strategy, worker_id
 from ssma_tf.training.summaries import Summaries
+from ssma_tf.training.validation import Validator
 
 SUMMARY_IMAGES = 2
 
@@ -173,8 +175,11 @@ def train(config, model_builder=None):
     ckpt_dir = _required(config, "checkpoint")
     _required(config, "train_data")
     _check_crop(config)
-    if config.num_classes is None and model_builder is None:
+    if config.num_classes is None and (model_builder is None or config.eval_step > 0):
         _required(config, "num_classes")
+    if config.eval_step > 0 and not config.val_data:
+        raise ConfigError(f"{config.source}: key 'val_data' is required with eval_step "
+                          f"{config.eval_step} (validation during training)")
     latest = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
     if not latest and config.init_checkpoint:
         checkpoints.find_checkpoint(config.init_checkpoint, "init_checkpoint")
@@ -213,6 +218,10 @@ def train(config, model_builder=None):
         supervised_fn = make_step_fn(config, strategy, framework, supervised_only=True)
     summaries = Summaries(os.path.join(ckpt_dir, "train") if chief else None, config, specs)
     sample = _summary_batch(config) if chief and config.summary_step > 0 else None
+    validator = None
+    if config.eval_step > 0:
+        validator = Validator(config, strategy, framework, checkpoint, write_dir, ckpt_dir,
+                              chief, resumed=bool(latest))
     progress = Progress(start, config.max_iteration, config.batch_size)
     checked_at = start
     try:
@@ -223,10 +232,16 @@ def train(config, model_builder=None):
             log_now = step % config.skip_step == 0 or final
             images_now = sample is not None and step % config.summary_step == 0
             save_now = step % config.save_step == 0 or final
-            if not (log_now or images_now or save_now):
+            eval_now = validator is not None and (step % config.eval_step == 0 or final)
+            if not (log_now or images_now or save_now or eval_now):
                 continue
             _check_finite(progress, checked_at, step, manager)
             checked_at = step
+            if eval_now:
+                scores, seconds = validator(step)
+                summaries.scalars(step, scores)
+                progress.note(scores)
+                progress.exclude(seconds)
             if log_now:
                 summaries.scalars(step, progress.last())
                 if chief:
@@ -252,7 +267,7 @@ def _check_finite(progress, checked_at, step, manager):
         return
     name, value = bad
     where = (f"at step {step}" if step == checked_at + 1 else
-             f"between steps {checked_at + 1} and {step} (checked at log and save steps)")
+             f"between steps {checked_at + 1} and {step} (checked at log, save and eval steps)")
     raise NonFiniteLossError(f"non-finite {name} ({value}) {where}; stopped without saving; "
                              f"last checkpoint: {manager.latest_checkpoint or 'none'}")
 
