@@ -77,6 +77,8 @@ CORE_KEYS = {
     "seed": _k("int", 0, "global random seed"),
     "optimizer": _k("str", "adam", "optimizer", ("adam", "adamw", "sgd")),
     "weight_decay": _k("float", 0.0, "decoupled weight decay (adamw, sgd)"),
+    "adam_epsilon": _k("float", 1e-8, "Adam / AdamW epsilon"),
+    "momentum": _k("float", 0.9, "SGD momentum"),
     "warmup_steps": _k("int", 0, "linear warm-up steps before poly decay"),
     "end_learning_rate": _k("float", 0.0, "poly decay end value (SSMA's TF1 default was 1e-4)"),
     "lr_multipliers": _k("dict", {}, "learning-rate multiplier per group: encoder, decoder, norm"),
@@ -95,6 +97,11 @@ CORE_KEYS = {
     "eval_output": _k("str", "logits", "model output that evaluate / export / predict use, e.g."
                       " logits_depth for one LinearFusion stream (M3L reports every stream)"),
     "num_overlays": _k("int", 0, "prediction overlays written by evaluation"),
+    "eval_step": _k("int", 0, "score the eval model on val_data every N steps and at the end"
+                    " (as evaluate.py: eval_scales, eval_flip, eval_output) and keep the best"
+                    " checkpoint in <checkpoint>/best (0: off)"),
+    "best_metric": _k("str", "miou", "validation score that picks <checkpoint>/best (higher is"
+                      " better)", ("miou", "pixel_accuracy", "mean_class_accuracy")),
 }
 
 _TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true/false",

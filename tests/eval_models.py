@@ -48,7 +48,7 @@ def saved_run(folder, num_records=4, model="SSMA"):
     from ssma_tf.config import load_config
     from ssma_tf.training import checkpoints
     from ssma_tf.training.run_info import write_run_info
-    from ssma_tf.training.trainer import build_framework
+    from ssma_tf.frameworks.build import build_framework
 
     records = write_records(folder, num=num_records, name="test")
     values = {**TINY_ADAPNET, "model": model, "test_data": records,

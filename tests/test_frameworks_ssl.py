@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssma_tf.frameworks import cutmix, modality_dropout
+from ssma_tf.frameworks import common, cutmix, modality_dropout
 from ssma_tf.training import checkpoints
 
 SEED = tf.constant([3, 4], tf.int64)
@@ -52,10 +52,13 @@ def test_masking_is_identity_for_a_unimodal_input():
 
 
 def test_step_seed_differs_per_step_and_salt_and_is_reproducible():
-    a = modality_dropout.step_seed(0, 5, 1).numpy()
-    np.testing.assert_array_equal(a, modality_dropout.step_seed(0, 5, 1).numpy())
-    assert not np.array_equal(a, modality_dropout.step_seed(0, 6, 1).numpy())
-    assert not np.array_equal(a, modality_dropout.step_seed(0, 5, 2).numpy())
+    a = common.step_seed(0, 5, 1).numpy()
+    np.testing.assert_array_equal(a, common.step_seed(0, 5, 1).numpy())
+    assert not np.array_equal(a, common.step_seed(0, 6, 1).numpy())
+    assert not np.array_equal(a, common.step_seed(0, 5, 2).numpy())
+    salts = [common.SALT_MODDROP, common.SALT_STUDENT_MASK, common.SALT_TEACHER_MASK,
+             common.SALT_CUTMIX]
+    assert len(set(salts)) == len(salts)
 
 
 # --- CutMix ------------------------------------------------------------------------------
@@ -149,9 +152,11 @@ def test_crop_padding_gets_no_pseudo_label():
 
 from ssma_tf.config import config_from_dict  # noqa: E402
 from ssma_tf.frameworks import get_framework  # noqa: E402
-from ssma_tf.registry import FRAMEWORKS  # noqa: E402
-from ssma_tf.frameworks.mean_teacher import ema_decay, sigmoid_rampup  # noqa: E402
+from ssma_tf.frameworks.build import build_framework  # noqa: E402
+from ssma_tf.frameworks.common import sigmoid_rampup  # noqa: E402
+from ssma_tf.frameworks.mean_teacher import ema_decay  # noqa: E402
 from ssma_tf.frameworks.pseudo_balance import PriorBalance  # noqa: E402
+from ssma_tf.registry import FRAMEWORKS  # noqa: E402
 
 NUM_CLASSES, H, W, L, U = 3, 32, 64, 2, 2
 SSL = ["supervised_moddrop", "mean_teacher", "mean_teacher_moddrop", "cps", "m3l"]
@@ -190,17 +195,17 @@ BUILDERS = {"adapnet_pp": (adapnet_builder, ["rgb"]),
             "inline": (inline_fusion_builder, ["depth", "rgb"])}
 
 
-def make(framework, model="inline", **overrides):
-    builder, modalities = BUILDERS[model]
-    config = config_from_dict({
+def make_config(framework, model="inline", **overrides):
+    return config_from_dict({
         "framework": framework, "num_classes": NUM_CLASSES, "batch_size": L,
         "unlabeled_batch_size": U, "height": H, "width": W, "learning_rate": 1e-3,
-        "max_iteration": 50, "modalities": modalities,
+        "max_iteration": 50, "modalities": BUILDERS[model][1],
         "model": "linearfusion" if model == "inline" else model, **overrides})
-    fw = get_framework(framework)(config, builder)
-    fw.step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    fw.build()
-    return fw
+
+
+def make(framework, model="inline", **overrides):
+    return build_framework(make_config(framework, model, **overrides),
+                           model_builder=BUILDERS[model][0])
 
 
 def batches(modalities, seed=0):
@@ -577,3 +582,112 @@ def test_pseudo_balance_trains_per_output_with_cutmix_and_round_trips(tmp_path, 
         path).assert_existing_objects_matched()
     for key, value in fw.pseudo_balance.offsets.items():
         np.testing.assert_array_equal(fresh.pseudo_balance.offsets[key].numpy(), value.numpy())
+
+
+# --- seams for coming frameworks: features, hooks, image-level outputs ---------------------
+
+def feature_builder(calls):
+    """inline_fusion_builder that honours `features=("decoder",)` as the model registry
+    will: the outputs then also hold `feature_decoder` (here [B, H/2, W/2, 8])."""
+    import keras
+
+    def build(features=()):
+        calls.append(tuple(features))
+        base = inline_fusion_builder()
+        if not features:
+            return base
+        assert tuple(features) == ("decoder",)
+        hidden = base.get_layer("logits").input
+        pooled = keras.layers.AveragePooling2D(2, name="feature_decoder")(hidden)
+        model = keras.Model(base.inputs, {**base.output, "feature_decoder": pooled})
+        model.output_loss_weights = base.output_loss_weights
+        return model
+    return build
+
+
+def test_a_mean_teacher_subclass_adds_a_loss_on_features_through_the_hooks():
+    from ssma_tf.frameworks.mean_teacher import MeanTeacher
+
+    class FeatureConsistency(MeanTeacher):     # U2PL's shape: features and an extra term
+        model_features = ("decoder",)
+
+        def teacher_forward(self, batch):
+            self.teacher_rows = num_rows_of(batch)
+            return super().teacher_forward(batch)
+
+        def extra_losses(self, student_outputs, teacher_outputs, rows):
+            student, teacher = student_outputs["feature_decoder"], teacher_outputs[
+                "feature_decoder"]
+            assert student.shape == teacher.shape == (L + U, H // 2, W // 2, 8)
+            assert rows.supervised == L and rows.labels.shape == (L, H, W)
+            assert rows.targets.shape == (L + U, H, W)
+            per_image = tf.reduce_mean(tf.square(student - tf.stop_gradient(teacher)),
+                                       axis=[1, 2, 3])
+            return {"feature_loss": tf.reduce_sum(per_image) / rows.global_all}
+
+    calls = []
+    fw = build_framework(make_config("mean_teacher"), model_builder=feature_builder(calls),
+                         framework_class=FeatureConsistency)
+    assert calls == [("decoder",), ("decoder",)]           # student and teacher
+    fw.step.assign(3)
+    fw.teacher.set_weights([w + 0.1 for w in fw.teacher.get_weights()])
+    logs = run_steps(fw, 1, batches(["depth", "rgb"]))[0]
+    assert fw.teacher_rows == L + U and logs["feature_loss"] > 0
+    assert logs["loss"] == pytest.approx(logs["supervised_loss"] + logs["consistency_weight"]
+                                         * logs["consistency_loss"] + logs["feature_loss"],
+                                         rel=1e-5)
+    assert fw.log_reduction("feature_loss") == tf.distribute.ReduceOp.SUM
+    plain = make("mean_teacher")                            # no features asked, no extra term
+    assert set(run_steps(plain, 1, batches(["depth", "rgb"]))[0]) == {
+        "loss", "supervised_loss", "consistency_loss", "consistency_weight", "learning_rate"}
+
+
+def num_rows_of(batch):
+    return next(iter(batch.values())).shape[0]
+
+
+def test_default_model_builder_passes_the_options_to_the_model_factory(monkeypatch):
+    from ssma_tf.frameworks import build as framework_build
+    seen = []
+    monkeypatch.setattr(framework_build, "build_model",
+                        lambda config, channels, **options: seen.append((channels, options)))
+    builder = framework_build.default_model_builder(make_config("cps"), {"rgb": 3})
+    builder()
+    builder(features=("decoder",))
+    assert seen == [({"rgb": 3}, {}), ({"rgb": 3}, {"features": ("decoder",)})]
+
+
+def classifier_builder():
+    """inline_fusion_builder plus an image-level head "cls" [B, C] trained by multi-label
+    BCE (MLMT's classifier branch)."""
+    import keras
+    base = inline_fusion_builder()
+    hidden = keras.layers.GlobalAveragePooling2D()(base.get_layer("logits").input)
+    cls = keras.layers.Dense(NUM_CLASSES, name="cls")(hidden)
+    model = keras.Model(base.inputs, {**base.output, "cls": cls})
+    model.output_loss_weights = {"logits": 1.0, "aux": 0.5, "cls": 0.4}
+    model.output_loss_kinds = {"cls": "multilabel_bce"}
+    return model
+
+
+@pytest.mark.parametrize("framework,extra", [
+    ("mean_teacher", {"pseudo_targets": "per_output"}),
+    ("mean_teacher", {"consistency": "softmax_mse"}),
+    ("cps", {})])
+def test_an_image_level_output_trains_beside_the_pixel_outputs(framework, extra):
+    from ssma_tf.frameworks.losses import image_bce_loss, present_classes
+    fw = build_framework(make_config(framework, **extra), model_builder=classifier_builder)
+    assert fw.pixel_loss_weights == {"logits": 1.0, "aux": 0.5}
+    assert "cls" not in fw.pseudo_output_names()
+    (inputs_l, labels), _ = data = batches(["depth", "rgb"])
+    head = fw.model.get_layer("cls").kernel.numpy()
+    logs = run_steps(fw, 1, data)[0]
+    assert all(np.isfinite(v) for v in logs.values()), logs
+    assert not np.allclose(head, fw.model.get_layer("cls").kernel.numpy())
+    outputs = fw.model(inputs_l, training=False)
+    pixel_only = fw.supervised_loss(labels, {k: v for k, v in outputs.items() if k != "cls"}
+                                    | {"cls": tf.zeros([L, NUM_CLASSES])})
+    bce_of_zeros = np.log(2.0)      # logit 0: log 2 per class, whatever the target
+    expected = float(pixel_only) - 0.4 * bce_of_zeros + 0.4 * float(image_bce_loss(
+        present_classes(labels, NUM_CLASSES), outputs["cls"], global_batch_size=L))
+    assert float(fw.supervised_loss(labels, outputs)) == pytest.approx(expected, rel=1e-5)

@@ -1,17 +1,43 @@
 """Framework: owns the models, optimizers and the per-replica train step of one regime.
 
 The trainer (ssma_tf/training/trainer.py) owns the strategy, data, loop, checkpoints and
-summaries. Before `build()` it sets `framework.step` (int64 tf.Variable, the global step,
-also saved in checkpoints; inside train_step it counts the steps done before this one) and `framework.global_batch_size` (labeled images per step over
-all replicas); `framework.global_unlabeled_batch_size` likewise when `uses_unlabeled`.
+summaries. `build_framework` (frameworks/build.py) makes a framework: it sets
+`framework.step` (int64 tf.Variable, the global step, also saved in checkpoints; inside
+train_step it counts the steps done before this one) and calls `build()` inside
+`strategy.scope()`. `global_batch_size` is the labeled images per step over all replicas,
+`global_unlabeled_batch_size` likewise for `uses_unlabeled`.
+
+Model contract (what a framework may rely on from `model_builder`):
+- `model_builder()` builds a new keras.Model: inputs {modality: [B, H, W, C]}, outputs a
+  dict with "logits" [B, H, W, num_classes] (the evaluated output) and maybe more;
+- `model_builder(features=("decoder",))` (via `make_model`, with the class attribute
+  `model_features`) asks for a model whose outputs also include a tensor
+  `feature_<name>` per requested name (e.g. U2PL's representation input); the model
+  registry implements it, a framework only passes the names through;
+- `model.output_loss_weights` {output: weight} (default {"logits": 1.0}) names the trained
+  outputs, `model.output_loss_kinds` {output: kind} their loss ("pixel_ce" by default, or
+  "multilabel_bce" for an image-level [B, C] output; frameworks/losses.py), and
+  `model.output_penalty_weights` {output: weight} per-image [B] penalties;
+- every other output (`feature_*` above all) is left out of the losses; a framework that
+  wants one reads it from the outputs dict itself.
+
+Logged values: `train_step` returns {name: scalar}; the trainer reduces each over the
+replicas as `log_reduction(name)` says (`log_reductions` overrides the default: SUM for
+names ending in "loss", which are already divided by the global batch, MEAN otherwise) and
+brings them to the host only at log, save and eval steps, where any non-finite value
+stops the run.
 """
+
+from typing import ClassVar
 
 import tensorflow as tf
 
 from ssma_tf.frameworks.losses import hard_pseudo_labels, penalty_loss, supervised_loss
 from ssma_tf.frameworks.pseudo_balance import PriorBalance
+from ssma_tf.optim import GroupOptimizer
 from ssma_tf.registry import Key
-from ssma_tf.training.optimizers import GroupOptimizer
+
+REDUCTIONS = {"sum": tf.distribute.ReduceOp.SUM, "mean": tf.distribute.ReduceOp.MEAN}
 
 
 class Framework:
@@ -20,6 +46,8 @@ class Framework:
     uses_unlabeled = False
     two_views = False          # unlabeled stream yields (view1, view2) when True
     eval_item = "model"        # the checkpoint_items() key of eval_model (restored alone)
+    model_features = ()        # feature outputs `make_model` asks the builder for
+    log_reductions: ClassVar[dict] = {}   # {logged name: "sum" | "mean"}, see log_reduction
 
     def __init__(self, config, model_builder):
         self.config = config
@@ -39,8 +67,15 @@ class Framework:
 
     def train_step(self, labeled, unlabeled=None) -> dict:
         """One per-replica step; losses divided by the GLOBAL batch; returns scalars to log
-        (keys containing "loss" are summed over replicas, the others averaged)."""
+        (reduced over replicas per `log_reduction`)."""
         raise NotImplementedError
+
+    def log_reduction(self, name):
+        """How logged value `name` is reduced over replicas: `log_reductions[name]`, else
+        SUM for names ending in "loss" (per-replica shares of a global mean), else MEAN
+        (rates, weights, accuracies)."""
+        kind = self.log_reductions.get(name, "sum" if name.endswith("loss") else "mean")
+        return REDUCTIONS[kind]
 
     @property
     def eval_model(self):
@@ -74,9 +109,17 @@ class Framework:
 
     # --- helpers shared by subclasses ---
 
-    def make_optimizer(self, model, name="model"):
-        """A built GroupOptimizer (encoder/decoder/norm groups, poly LR) for `model`."""
-        optimizer = GroupOptimizer(self.config, model, name=name)
+    def make_model(self, **options):
+        """A new model from `model_builder`, asking for the `model_features` outputs."""
+        if self.model_features:
+            options.setdefault("features", tuple(self.model_features))
+        return self.model_builder(**options)
+
+    def make_optimizer(self, model, name="model", **overrides):
+        """A built GroupOptimizer (encoder/decoder/norm groups, poly LR) for `model`; the
+        `overrides` (optim.OVERRIDES: learning_rate, beta_1, schedule...) replace the
+        config's settings for this model only (e.g. a discriminator's own Adam)."""
+        optimizer = GroupOptimizer(self.config, model, name=name, **overrides)
         optimizer.build()
         return optimizer
 
@@ -100,12 +143,26 @@ class Framework:
         """{output name: loss weight} of the model (model.output_loss_weights)."""
         return getattr(self.eval_model, "output_loss_weights", None) or {"logits": 1.0}
 
+    @property
+    def loss_kinds(self):
+        """{output name: loss kind} of the model (model.output_loss_kinds; an output not
+        named there is "pixel_ce")."""
+        return getattr(self.eval_model, "output_loss_kinds", None) or {}
+
+    @property
+    def pixel_loss_weights(self):
+        """`loss_weights` of the pixel outputs ("pixel_ce"), without image-level heads."""
+        kinds = self.loss_kinds
+        return {name: weight for name, weight in self.loss_weights.items()
+                if kinds.get(name, "pixel_ce") == "pixel_ce"}
+
     def pseudo_output_names(self):
         """The labeler outputs that make targets: "logits", or with `pseudo_targets:
-        per_output` every loss-weighted output."""
+        per_output` every loss-weighted pixel output (image-level outputs then learn the
+        classes present in the "logits" targets)."""
         if self.config.pseudo_targets == "logits":
             return ["logits"]
-        return list(self.loss_weights)
+        return list(self.pixel_loss_weights)
 
     def build_pseudo_balance(self, labelers=("",)):
         """With `pseudo_balance: prior`, `self.pseudo_balance` = a PriorBalance over
@@ -147,13 +204,16 @@ class Framework:
             targets[name] = make_target(logits)
         return targets["logits"] if self.config.pseudo_targets == "logits" else targets
 
-    def supervised_loss(self, labels, outputs, *, global_batch_size=None, ohem=True):
-        """Weighted loss over `loss_weights`, divided by the global batch."""
+    def supervised_loss(self, labels, outputs, *, global_batch_size=None, ohem=True,
+                        pixel_weights=None):
+        """Weighted loss over `loss_weights`, each output's by its kind (`loss_kinds`),
+        divided by the global batch; `pixel_weights` [B, H, W] weight the pixel losses."""
         return supervised_loss(
             labels, outputs, self.loss_weights, num_classes=self.config.num_classes,
             ignore_label=self.config.ignore_label,
             global_batch_size=global_batch_size or self.global_batch_size,
-            ohem=self.ohem if ohem else None)
+            ohem=self.ohem if ohem else None, kinds=self.loss_kinds,
+            pixel_weights=pixel_weights)
 
 
 SEMI_KEYS = {

@@ -17,13 +17,19 @@ the pseudo labels of the mixed rows are the unmixed labels mixed with the same m
 the CPS term covers the mixed rows only.
 """
 
+from typing import ClassVar
+
 import tensorflow as tf
 
 from ssma_tf.frameworks import cutmix
 from ssma_tf.frameworks.base import SEMI_KEYS, Framework
-from ssma_tf.frameworks.mean_teacher import (SALT_CUTMIX, concat_inputs, num_rows,
-                                              sigmoid_rampup)
-from ssma_tf.frameworks.modality_dropout import step_seed
+from ssma_tf.frameworks.common import (
+    SALT_CUTMIX,
+    concat_inputs,
+    num_rows,
+    sigmoid_rampup,
+    step_seed,
+)
 from ssma_tf.registry import Key, register_framework
 
 
@@ -31,10 +37,11 @@ class CPS(Framework):
     """Two networks, two optimizers, cross pseudo supervision."""
 
     uses_unlabeled = True
+    log_reductions: ClassVar[dict] = {"supervised_loss2": "sum"}   # not named *loss
 
     def build(self):
-        self.model = self.model_builder()
-        self.model2 = self.model_builder()
+        self.model = self.make_model()
+        self.model2 = self.make_model()
         self.optimizer = self.make_optimizer(self.model)
         self.optimizer2 = self.make_optimizer(self.model2, name="model2")
         self.build_pseudo_balance(labelers=("model", "model2"))

@@ -1,6 +1,17 @@
-"""Segmentation losses: cross-entropy over valid pixels, optional OHEM, multi-output sums."""
+"""Segmentation losses: cross-entropy over valid pixels, optional OHEM and per-pixel weights,
+image-level multi-label BCE, multi-output sums.
+
+Output kinds (a model's `output_loss_kinds`, {name: kind}; an output not named there is
+"pixel_ce"):
+- "pixel_ce": logits [B, H, W, C] against a label map [B, H, W] (`segmentation_loss`);
+- "multilabel_bce": logits [B, C] of an image-level head (MLMT's classifier) against a
+  multi-hot [B, C]: by default the classes present in the label map (`present_classes`),
+  or a given [B, C] target (`image_bce_loss`).
+"""
 
 import tensorflow as tf
+
+LOSS_KINDS = ("pixel_ce", "multilabel_bce")
 
 
 def valid_mask(labels, num_classes, ignore_label):
@@ -20,11 +31,16 @@ def _ohem_keep(probs_true, valid, thresh, min_kept):
 
 
 def segmentation_loss(labels, logits, *, num_classes, ignore_label=255, global_batch_size,
-                      ohem=None):
+                      ohem=None, pixel_weights=None):
     """Cross-entropy: per-image mean over valid (or OHEM-kept) pixels, summed / global batch.
 
     labels: int [B, H, W]; logits: [B, H, W, num_classes] (any float dtype);
-    ohem: None or (thresh, min_kept) with min_kept pixels per image (M3L uses 0.7, 0.08*H*W).
+    ohem: None or (thresh, min_kept) with min_kept pixels per image (M3L uses 0.7, 0.08*H*W);
+    pixel_weights: None or float [B, H, W] multiplying each pixel's loss (DMT's dynamic
+    weights). Normalisation: image b contributes sum_kept(w * ce) / max(#kept, 1), i.e. the
+    weights scale the terms but the divisor stays the number of kept pixels (not the sum of
+    the weights), so weights of 1 give the unweighted loss and weights of 0.5 halve it;
+    OHEM's choice of pixels ignores the weights.
     """
     labels = tf.cast(labels, tf.int32)
     logits = tf.cast(logits, tf.float32)
@@ -37,9 +53,33 @@ def segmentation_loss(labels, logits, *, num_classes, ignore_label=255, global_b
         probs_true = tf.exp(-pixel_loss)
         keep = _ohem_keep(probs_true, valid, float(thresh), int(min_kept))
     keep = tf.cast(keep, tf.float32)
-    per_image = tf.reduce_sum(pixel_loss * keep, axis=[1, 2]) / tf.maximum(
+    weighted = pixel_loss * keep
+    if pixel_weights is not None:
+        weighted *= tf.cast(pixel_weights, tf.float32)
+    per_image = tf.reduce_sum(weighted, axis=[1, 2]) / tf.maximum(
         tf.reduce_sum(keep, axis=[1, 2]), 1.0)
     return tf.reduce_sum(per_image) / tf.cast(global_batch_size, tf.float32)
+
+
+def present_classes(labels, num_classes, ignore_label=255):
+    """float32 [B, num_classes] multi-hot: 1 where image b has a valid pixel of class c
+    (`ignore_label` and labels outside [0, num_classes) do not count)."""
+    labels = tf.cast(labels, tf.int32)
+    valid = valid_mask(labels, num_classes, ignore_label)
+    hot = tf.one_hot(tf.where(valid, labels, 0), num_classes) * tf.cast(valid, tf.float32)[
+        ..., None]
+    return tf.reduce_max(hot, axis=[1, 2])
+
+
+def image_bce_loss(targets, logits, *, global_batch_size):
+    """Multi-label BCE of image-level `logits` [B, C] against multi-hot `targets` [B, C]:
+    per image the mean over the C classes of BCE(sigmoid(logit), target), summed over the
+    images / global batch."""
+    logits = tf.cast(logits, tf.float32)
+    per_class = tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.cast(targets, tf.float32), logits=logits)
+    return tf.reduce_sum(tf.reduce_mean(per_class, axis=-1)) / tf.cast(global_batch_size,
+                                                                        tf.float32)
 
 
 def padding_pixels(inputs):
@@ -98,14 +138,39 @@ def target_for(targets, name):
     return targets[name] if isinstance(targets, dict) else targets
 
 
+def image_target(labels, name, num_classes, ignore_label=255):
+    """The multi-hot [B, C] target of image-level output `name`: given ([B, C], or a dict
+    holding one under `name`), else the classes present in the label map (`target_for`, or
+    the dict's "logits" map when it has no `name`)."""
+    if isinstance(labels, dict):
+        labels = labels[name] if name in labels else labels["logits"]
+    if len(labels.shape) == 2:
+        return labels
+    return present_classes(labels, num_classes, ignore_label)
+
+
 def supervised_loss(labels, outputs, weights, *, num_classes, ignore_label=255,
-                    global_batch_size, ohem=None):
-    """Weighted sum of `segmentation_loss` over the model outputs named in `weights`;
-    `labels` is one label map for all of them or a dict of one per output (`target_for`)."""
+                    global_batch_size, ohem=None, kinds=None, pixel_weights=None):
+    """Weighted sum over the model outputs named in `weights` of their kind's loss (`kinds`,
+    {name: kind}, default "pixel_ce"; see the module docstring). Outputs not in `weights`
+    (e.g. `feature_*` tensors) are ignored. `labels` is one label map for all outputs or a
+    dict of one per output (`target_for`); `pixel_weights` likewise ([B, H, W] or a dict),
+    applied to the pixel outputs; OHEM too applies to pixel outputs only."""
+    kinds = kinds or {}
     total = 0.0
     for name, weight in weights.items():
-        total += weight * segmentation_loss(
-            target_for(labels, name), outputs[name], num_classes=num_classes,
-            ignore_label=ignore_label,
-            global_batch_size=global_batch_size, ohem=ohem)
+        kind = kinds.get(name, "pixel_ce")
+        if kind == "pixel_ce":
+            term = segmentation_loss(
+                target_for(labels, name), outputs[name], num_classes=num_classes,
+                ignore_label=ignore_label, global_batch_size=global_batch_size, ohem=ohem,
+                pixel_weights=None if pixel_weights is None else target_for(pixel_weights,
+                                                                             name))
+        elif kind == "multilabel_bce":
+            term = image_bce_loss(image_target(labels, name, num_classes, ignore_label),
+                                  outputs[name], global_batch_size=global_batch_size)
+        else:
+            raise ValueError(f"output {name!r}: unknown loss kind {kind!r}; known: "
+                             f"{', '.join(LOSS_KINDS)}")
+        total += weight * term
     return total

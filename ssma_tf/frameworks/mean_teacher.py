@@ -34,40 +34,49 @@ Choices, all documented in the config keys:
   the targets are mixed with the same mask (frameworks/cutmix.py).
 - The teacher is `eval_model`: evaluate/export use the EMA weights.
 
-Subclasses (frameworks/m3l.py) duplicate the labeled rows and mask modalities.
+Subclasses (frameworks/m3l.py) duplicate the labeled rows and mask modalities. A method that
+needs more than the consistency term (U2PL's contrastive loss on representation features)
+overrides the hooks instead of `train_step`: `teacher_forward(batch)` (the teacher's outputs)
+and `extra_losses(student_outputs, teacher_outputs, rows)` (more loss terms, see `Rows`).
 """
+
+from typing import NamedTuple
 
 import tensorflow as tf
 from absl import logging
 
 from ssma_tf.frameworks import cutmix, modality_dropout
 from ssma_tf.frameworks.base import SEMI_KEYS, Framework
+from ssma_tf.frameworks.common import (
+    SALT_CUTMIX,
+    SALT_STUDENT_MASK,
+    SALT_TEACHER_MASK,
+    concat_inputs,
+    ema_update,
+    num_rows,
+    sigmoid_rampup,
+    step_seed,
+)
 from ssma_tf.frameworks.losses import target_for
 from ssma_tf.registry import Key, register_framework
 
-SALT_STUDENT_MASK, SALT_TEACHER_MASK, SALT_CUTMIX = 1, 2, 3
+
+class Rows(NamedTuple):
+    """The student batch's layout, as `extra_losses` sees it. Rows [0, supervised) are the
+    labeled copies (true `labels`), rows [supervised, end) the unlabeled ones (CutMix-ed with
+    `cutmix`); `targets` are the teacher's targets for every row (mixed like the rows), and
+    `global_supervised` / `global_all` the global row counts a loss term is divided by."""
+    supervised: object
+    labels: object
+    targets: object
+    global_supervised: int
+    global_all: int
 
 
 def ema_decay(step, max_decay):
     """a_t = min(1 - 1/(t+1), max_decay): 0 at t = 0 (copy), then rising to max_decay."""
     step = tf.cast(step, tf.float32)
     return tf.minimum(1.0 - 1.0 / (step + 1.0), max_decay)
-
-
-def ema_update(teacher_variables, student_variables, decay):
-    """teacher <- decay * teacher + (1 - decay) * student, variable by variable."""
-    for teacher_var, student_var in zip(teacher_variables, student_variables):
-        value = tf.cast(decay, teacher_var.dtype) * teacher_var + tf.cast(
-            1.0 - decay, teacher_var.dtype) * tf.cast(student_var, teacher_var.dtype)
-        teacher_var.assign(value)
-
-
-def sigmoid_rampup(step, rampup_steps):
-    """exp(-5 (1 - t/T)^2) for t < T, else 1; T = 0 means no ramp-up (always 1)."""
-    if rampup_steps <= 0:
-        return tf.constant(1.0)
-    progress = tf.clip_by_value(tf.cast(step, tf.float32) / rampup_steps, 0.0, 1.0)
-    return tf.exp(-5.0 * tf.square(1.0 - progress))
 
 
 def softmax_mse(targets, outputs, weights, *, global_batch_size):
@@ -81,17 +90,6 @@ def softmax_mse(targets, outputs, weights, *, global_batch_size):
                                    axis=[1, 2, 3])
         total += weight * tf.reduce_sum(per_image) / tf.cast(global_batch_size, tf.float32)
     return total
-
-
-def concat_inputs(*parts):
-    """Row-wise concatenation of input dicts with the same keys."""
-    return {name: tf.concat([part[name] for part in parts], axis=0) for name in parts[0]}
-
-
-def num_rows(batch):
-    """Static (else dynamic) batch size of a tensor or an input dict."""
-    value = next(iter(batch.values())) if isinstance(batch, dict) else batch
-    return value.shape[0] if value.shape[0] is not None else tf.shape(value)[0]
 
 
 def soft_targets(logits):
@@ -109,8 +107,8 @@ class MeanTeacher(Framework):
     eval_item = "teacher"       # evaluate/export restore the EMA teacher alone
 
     def build(self):
-        self.model = self.model_builder()
-        self.teacher = self.model_builder()
+        self.model = self.make_model()
+        self.teacher = self.make_model()
         self.teacher.set_weights(self.model.get_weights())
         self.optimizer = self.make_optimizer(self.model)
         self.build_pseudo_balance()
@@ -130,26 +128,50 @@ class MeanTeacher(Framework):
         return [(self.model, self.optimizer)]
 
     def _seed(self, salt):
-        return modality_dropout.step_seed(self.config.seed, self.step, salt)
+        return step_seed(self.config.seed, self.step, salt)
+
+    # --- hooks for subclasses ---
+
+    def teacher_forward(self, batch):
+        """The teacher's outputs on `batch` (already masked for it), without gradient: the
+        forward pseudo targets are made from (`teacher_train_mode` picks its mode)."""
+        return self.teacher(batch, training=self.config.teacher_train_mode)
+
+    def extra_losses(self, student_outputs, teacher_outputs, rows):
+        """{name: loss} added (as they are) to the step's loss and logged; none here.
+
+        `student_outputs` are the student's outputs on the whole student batch (under the
+        tape), `teacher_outputs` the teacher's (`teacher_forward`) on the teacher batch, the
+        unmixed rows before CutMix, `rows` a `Rows`. Each term is already weighted and
+        divided by its global row count; name it `*loss` (summed over replicas) or declare
+        its reduction in `log_reductions`."""
+        return {}
+
+    # --- the step ---
+
+    def _teacher_pass(self, batch, labeled_rows, first_unlabeled):
+        """(teacher outputs, targets) for every row of `batch` (see `_teacher_targets`)."""
+        teacher_batch = batch
+        if self.mask_teacher:
+            teacher_batch = modality_dropout.random_modality_mask(
+                batch, self._seed(SALT_TEACHER_MASK), (labeled_rows, num_rows(batch)))
+        outputs = self.teacher_forward(teacher_batch)
+        soft = self.config.consistency == "softmax_mse"    # else hard pseudo labels
+        return outputs, self.pseudo_targets(outputs, inputs=batch,
+                                            first_unlabeled=first_unlabeled,
+                                            make_target=soft_targets if soft else None)
 
     def _teacher_targets(self, batch, labeled_rows, first_unlabeled):
         """Pseudo labels (int32 [B,H,W], none on crop padding) or probabilities
         ([B,H,W,C]) for every row; a dict of them per output with `pseudo_targets:
         per_output`. Rows [labeled_rows, end) may be masked for the teacher; rows
         [first_unlabeled, end) are the unlabeled ones."""
-        teacher_batch = batch
-        if self.mask_teacher:
-            teacher_batch = modality_dropout.random_modality_mask(
-                batch, self._seed(SALT_TEACHER_MASK), (labeled_rows, num_rows(batch)))
-        outputs = self.teacher(teacher_batch, training=self.config.teacher_train_mode)
-        soft = self.config.consistency == "softmax_mse"    # else hard pseudo labels
-        return self.pseudo_targets(outputs, inputs=batch, first_unlabeled=first_unlabeled,
-                                   make_target=soft_targets if soft else None)
+        return self._teacher_pass(batch, labeled_rows, first_unlabeled)[1]
 
     def consistency_loss(self, targets, outputs, global_batch_size):
         """Pseudo-label CE (no OHEM) or softmax MSE over the model's weighted outputs."""
         if self.config.consistency == "softmax_mse":
-            return softmax_mse(targets, outputs, self.loss_weights,
+            return softmax_mse(targets, outputs, self.pixel_loss_weights,
                                global_batch_size=global_batch_size)
         return self.supervised_loss(targets, outputs, global_batch_size=global_batch_size,
                                     ohem=False)
@@ -163,14 +185,14 @@ class MeanTeacher(Framework):
             return tf.constant(True)
         tf.cond(tf.equal(self.ssl_step, 0), copy, lambda: tf.constant(False))
 
-    def prepare_batches(self, inputs_l, labels, inputs_u):
-        """(student batch, supervised labels for its first rows, targets for all rows)."""
+    def _prepare(self, inputs_l, labels, inputs_u):
+        """`prepare_batches` plus the teacher's outputs."""
         self._copy_student_at_first_step()
         copies = self.labeled_copies
         batch = concat_inputs(*([inputs_l] * copies), inputs_u)
         sup_rows = copies * num_rows(inputs_l)
         self.count_labels(labels)
-        targets = self._teacher_targets(batch, num_rows(inputs_l), sup_rows)
+        teacher_outputs, targets = self._teacher_pass(batch, num_rows(inputs_l), sup_rows)
         student_batch = batch
         if self.config.cutmix:
             first = next(iter(inputs_u.values()))
@@ -185,14 +207,20 @@ class MeanTeacher(Framework):
             student_batch = modality_dropout.random_modality_mask(
                 student_batch, self._seed(SALT_STUDENT_MASK),
                 (num_rows(inputs_l), num_rows(student_batch)))
-        return student_batch, tf.concat([labels] * copies, axis=0), targets
+        return student_batch, tf.concat([labels] * copies, axis=0), targets, teacher_outputs
+
+    def prepare_batches(self, inputs_l, labels, inputs_u):
+        """(student batch, supervised labels for its first rows, targets for all rows)."""
+        return self._prepare(inputs_l, labels, inputs_u)[:3]
 
     def train_step(self, labeled, unlabeled=None):
         inputs_l, labels = labeled
-        student_batch, sup_labels, targets = self.prepare_batches(inputs_l, labels, unlabeled)
+        student_batch, sup_labels, targets, teacher_outputs = self._prepare(
+            inputs_l, labels, unlabeled)
         sup_rows = num_rows(sup_labels)
         sup_global = self.labeled_copies * self.global_batch_size
         all_global = sup_global + self.global_unlabeled_batch_size
+        rows = Rows(sup_rows, sup_labels, targets, sup_global, all_global)
         weight = self.config.consistency_weight * sigmoid_rampup(
             self.ssl_step, self.config.rampup_steps)
         with tf.GradientTape() as tape:
@@ -208,20 +236,14 @@ class MeanTeacher(Framework):
             else:
                 consistency = self.consistency_loss(targets, outputs, all_global)
             loss = supervised + weight * consistency
+            extra = self.extra_losses(outputs, teacher_outputs, rows)
+            for value in extra.values():
+                loss += value
             loss += self.penalty_loss(self.model, outputs, all_global)
         self.optimizer.apply(tape, loss)
         ema_update(self.teacher.trainable_weights, self.model.trainable_weights,
                    ema_decay(self.ssl_step, self.config.ema_decay))
         ema_update(self.teacher.non_trainable_weights, self.model.non_trainable_weights, 0.0)
         return {"loss": loss, "supervised_loss": supervised, "consistency_loss": consistency,
-                "consistency_weight": weight, "learning_rate": self.optimizer.learning_rate()}
-
-
-KEYS = {
-    **SEMI_KEYS,
-    "ema_decay": Key("float", 0.99, "teacher EMA decay", bounds=(0, 1)),
-    "consistency_weight": Key("float", 1.0, "weight of the pseudo-label / consistency loss"),
-    "consistency": Key("str", "pseudo_ce", "hard pseudo-label CE (M3L) or softmax MSE"
-                       " (TorchSemiSeg MT, weight 100)", ("pseudo_ce", "softmax_mse")),
-}
-register_framework("mean_teacher", MeanTeacher, keys=KEYS)
+                "consistency_weight": weight, **extra,
+                "learning_rate": self.optimizer.learning_rate()}

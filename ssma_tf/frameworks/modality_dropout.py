@@ -6,24 +6,15 @@ modalities each masked row draws uniformly from {zero modality 0, ..., zero moda
 keep all}. A unimodal model is never masked: zeroing its only input would leave nothing to
 learn from, so masking degenerates to the identity (the framework logs this once).
 
-Randomness is stateless: seeds are derived from (config seed, step, replica, purpose), so a
-step is reproducible, replicas draw independently and no Python randomness runs in graphs.
+Randomness is stateless (frameworks/common.py `step_seed`).
 """
 
 import tensorflow as tf
 from absl import logging
 
+from ssma_tf.frameworks.common import SALT_MODDROP, step_seed
 from ssma_tf.frameworks.supervised import Supervised
 from ssma_tf.registry import register_framework
-
-
-def step_seed(seed, step, salt):
-    """A stateless seed unique to (seed, step, this replica, salt)."""
-    replica = tf.distribute.get_replica_context()
-    replica_id = 0 if replica is None else replica.replica_id_in_sync_group
-    out = tf.constant([int(seed), int(salt)], tf.int64)
-    out = tf.random.experimental.stateless_fold_in(out, tf.cast(step, tf.int64))
-    return tf.random.experimental.stateless_fold_in(out, tf.cast(replica_id, tf.int64))
 
 
 def draw_masked_modality(seed, batch_size, num_modalities):
@@ -78,7 +69,7 @@ class SupervisedModDrop(Supervised):
             logging.warning("supervised_moddrop: the model has one modality, so masking is off")
 
     def prepare_inputs(self, inputs):
-        return random_modality_mask(inputs, step_seed(self.config.seed, self.step, salt=0))
+        return random_modality_mask(inputs, step_seed(self.config.seed, self.step, SALT_MODDROP))
 
 
 register_framework("supervised_moddrop", SupervisedModDrop)

@@ -8,7 +8,7 @@ class Supervised(Framework):
     """One model, one GroupOptimizer, the supervised loss."""
 
     def build(self):
-        self.model = self.model_builder()
+        self.model = self.make_model()
         self.optimizer = self.make_optimizer(self.model)
 
     def checkpoint_items(self):

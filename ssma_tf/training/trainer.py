@@ -3,9 +3,13 @@
 Re-running the same config resumes from the latest checkpoint in `checkpoint` at the exact
 step. Only the chief writes to `checkpoint`; other workers save into a temporary folder
 (the save is collective) that is deleted at the end.
+
+Logged values stay on the device between "sync points": the log steps (`skip_step`), the
+save steps, the validation steps (`eval_step`, training/validation.py), the summary-image
+steps and the last step. There they are brought to the host and checked: a value that was
+NaN or infinite at some step since the previous sync point stops the run without saving.
 """
 
-import math
 import os
 import shutil
 
@@ -15,15 +19,15 @@ import tensorflow as tf
 from ssma_tf.data import schema
 from ssma_tf.data.pipeline import select_modalities, train_dataset
 from ssma_tf.errors import ConfigError
-from ssma_tf.frameworks import get_framework
+from ssma_tf.frameworks import build as framework_build
 from ssma_tf.io_utils import make_folder
-from ssma_tf.models.factory import build_model, crop_multiple, model_entry
-from ssma_tf.models.layers import synchronize_batch_norm
+from ssma_tf.models.factory import crop_multiple, model_entry
 from ssma_tf.training import checkpoints
 from ssma_tf.training.progress import Progress
 from ssma_tf.training.run_info import write_run_info
 from ssma_tf.training.strategy import is_chief, make_strategy, worker_id
 from ssma_tf.training.summaries import Summaries
+from ssma_tf.training.validation import Validator
 
 SUMMARY_IMAGES = 2
 
@@ -42,11 +46,6 @@ def _required(config, key):
 def _specs(config, records):
     _, info = schema.resolve_records(records)
     return select_modalities(records, info, config.modalities)
-
-
-def _set_precision(config):
-    policy = "float32" if config.mixed_precision == "none" else config.mixed_precision
-    keras.mixed_precision.set_global_policy(policy)
 
 
 UNLABELED_SEED_OFFSET = 1_000_003
@@ -122,37 +121,22 @@ def _needs_experts(config):
 
 
 def initialise(framework, config):
-    """Fresh run only: init_checkpoint/intialize, else SSMA experts (stage fusion)."""
-    items = framework.checkpoint_items()
-    model = items.get("model", framework.eval_model)
-    if config.init_checkpoint:
-        checkpoints.init_from_checkpoint(model, config.init_checkpoint)
-    elif _needs_experts(config):
-        checkpoints.init_experts(model, config)
+    """Fresh run only: every network in `framework.networks()` from init_checkpoint
+    (/intialize), else SSMA's experts (stage fusion). A mean teacher's teacher then copies
+    the student at its first semi-supervised step."""
+    for model, _ in framework.networks():
+        if config.init_checkpoint:
+            checkpoints.init_from_checkpoint(model, config.init_checkpoint)
+        elif _needs_experts(config):
+            checkpoints.init_experts(model, config)
 
 
-def build_framework(config, strategy, channels, model_builder=None):
-    """Framework with its models/optimizers built inside `strategy.scope()`."""
-    _set_precision(config)
-    builder = model_builder or (lambda: build_model(config, channels))
-    if config.sync_bn and strategy.num_replicas_in_sync > 1:   # every network it builds
-        builder = (lambda make=builder: synchronize_batch_norm(make()))
-    framework = get_framework(config.framework)(config, builder)
-    with strategy.scope():
-        framework.step = tf.Variable(
-            0, dtype=tf.int64, trainable=False, name="step",
-            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-        framework.build()
-    return framework
 
 
-def _reduce(strategy, per_replica):
-    """Sum the loss terms (already divided by the global batch), average the rest."""
-    out = {}
-    for key, value in per_replica.items():
-        op = tf.distribute.ReduceOp.SUM if "loss" in key else tf.distribute.ReduceOp.MEAN
-        out[key] = strategy.reduce(op, value, axis=None)
-    return out
+def _reduce(strategy, framework, per_replica):
+    """Each logged value reduced over the replicas as `framework.log_reduction` says."""
+    return {key: strategy.reduce(framework.log_reduction(key), value, axis=None)
+            for key, value in per_replica.items()}
 
 
 def make_step_fn(config, strategy, framework, supervised_only=False):
@@ -172,7 +156,8 @@ def make_step_fn(config, strategy, framework, supervised_only=False):
         unlabeled = None
         if unlabeled_it is not None and not supervised_only:
             unlabeled = next(unlabeled_it)
-        out = _reduce(strategy, strategy.run(replica_step, args=(labeled, unlabeled)))
+        out = _reduce(strategy, framework, strategy.run(replica_step,
+                                                        args=(labeled, unlabeled)))
         framework.step.assign_add(1)
         return out
 
@@ -184,8 +169,11 @@ def train(config, model_builder=None):
     ckpt_dir = _required(config, "checkpoint")
     _required(config, "train_data")
     _check_crop(config)
-    if config.num_classes is None and model_builder is None:
+    if config.num_classes is None and (model_builder is None or config.eval_step > 0):
         _required(config, "num_classes")
+    if config.eval_step > 0 and not config.val_data:
+        raise ConfigError(f"{config.source}: key 'val_data' is required with eval_step "
+                          f"{config.eval_step} (validation during training)")
     latest = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
     if not latest and config.init_checkpoint:
         checkpoints.find_checkpoint(config.init_checkpoint, "init_checkpoint")
@@ -199,7 +187,7 @@ def train(config, model_builder=None):
         make_folder(ckpt_dir)                    # fail fast, before building anything
     specs = _specs(config, config.train_data)
     channels = {name: spec.channels for name, spec in specs.items()}
-    framework = build_framework(config, strategy, channels, model_builder)
+    framework = framework_build.build_framework(config, strategy, channels, model_builder)
 
     write_dir = ckpt_dir if chief else os.path.join(ckpt_dir, f".worker-{worker_id(strategy)}")
     checkpoint = tf.train.Checkpoint(step=framework.step,
@@ -224,31 +212,56 @@ def train(config, model_builder=None):
         supervised_fn = make_step_fn(config, strategy, framework, supervised_only=True)
     summaries = Summaries(os.path.join(ckpt_dir, "train") if chief else None, config, specs)
     sample = _summary_batch(config) if chief and config.summary_step > 0 else None
+    validator = None
+    if config.eval_step > 0:
+        validator = Validator(config, strategy, framework, checkpoint, write_dir, ckpt_dir,
+                              chief, resumed=bool(latest))
     progress = Progress(start, config.max_iteration, config.batch_size)
-    saved_at = start
+    checked_at = start
     try:
         for step in range(start + 1, config.max_iteration + 1):
             fn = supervised_fn if step <= supervised_until else step_fn
-            values = {k: float(v) for k, v in fn(labeled_it, unlabeled_it).items()}
-            bad = [k for k, v in values.items() if "loss" in k and not math.isfinite(v)]
-            if bad:
-                raise NonFiniteLossError(
-                    f"non-finite {bad[0]} ({values[bad[0]]}) at step {step}; stopped without "
-                    f"saving; last checkpoint: {manager.latest_checkpoint or 'none'}")
-            progress.update(values)
-            if step % config.skip_step == 0 or step == config.max_iteration:
-                summaries.scalars(step, values)
+            progress.update(fn(labeled_it, unlabeled_it))      # stays on the device
+            final = step == config.max_iteration
+            log_now = step % config.skip_step == 0 or final
+            images_now = sample is not None and step % config.summary_step == 0
+            save_now = step % config.save_step == 0 or final
+            eval_now = validator is not None and (step % config.eval_step == 0 or final)
+            if not (log_now or images_now or save_now or eval_now):
+                continue
+            _check_finite(progress, checked_at, step, manager)
+            checked_at = step
+            if eval_now:
+                scores, seconds = validator(step)
+                summaries.scalars(step, scores)
+                progress.note(scores)
+                progress.exclude(seconds)
+            if log_now:
+                summaries.scalars(step, progress.last())
                 if chief:
                     progress.log(step)
-            if sample is not None and step % config.summary_step == 0:
+                else:
+                    progress.line(step)                          # resets the window
+            if images_now:
                 summaries.images(step, framework.eval_model, *sample)
-            if step % config.save_step == 0:
+            if save_now:
                 manager.save(checkpoint_number=step)
-                saved_at = step
-        if saved_at != config.max_iteration:
-            manager.save(checkpoint_number=config.max_iteration)
     finally:
         summaries.flush()
         if not chief:
             shutil.rmtree(write_dir, ignore_errors=True)
     return ckpt_dir
+
+
+def _check_finite(progress, checked_at, step, manager):
+    """NonFiniteLossError if a logged value was NaN or infinite at a step in
+    (checked_at, step] (the values since `checked_at` were checked then)."""
+    bad = progress.non_finite()
+    if bad is None:
+        return
+    name, value = bad
+    where = (f"at step {step}" if step == checked_at + 1 else
+             f"between steps {checked_at + 1} and {step} (checked at log, save and eval steps)")
+    raise NonFiniteLossError(f"non-finite {name} ({value}) {where}; stopped without saving; "
+                             f"last checkpoint: {manager.latest_checkpoint or 'none'}")
+

@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warm-up then polynomial ("poly") decay."""
+"""Learning-rate schedules: linear warm-up, then polynomial ("poly") decay or constant."""
 
 import keras
 from keras import ops
@@ -31,3 +31,34 @@ class WarmupPoly(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self):
         return {"base_lr": self.base_lr, "decay_steps": self.decay_steps, "power": self.power,
                 "end_lr": self.end_lr, "warmup_steps": self.warmup_steps}
+
+
+class WarmupConstant(keras.optimizers.schedules.LearningRateSchedule):
+    """lr(t) = base after a linear warm-up (base * (t+1) / warmup_steps for t < warmup)."""
+
+    def __init__(self, base_lr, warmup_steps=0):
+        self.base_lr = float(base_lr)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        constant = ops.full_like(step, self.base_lr)
+        if self.warmup_steps <= 0:
+            return constant
+        warm = self.base_lr * (step + 1.0) / float(self.warmup_steps)
+        return ops.where(step < self.warmup_steps, warm, constant)
+
+    def get_config(self):
+        return {"base_lr": self.base_lr, "warmup_steps": self.warmup_steps}
+
+
+SCHEDULES = ("poly", "constant")
+
+
+def make_schedule(kind, base_lr, decay_steps, power=0.9, end_lr=0.0, warmup_steps=0):
+    """`kind` "poly" (WarmupPoly) or "constant" (WarmupConstant; decay arguments unused)."""
+    if kind == "poly":
+        return WarmupPoly(base_lr, decay_steps, power, end_lr, warmup_steps)
+    if kind == "constant":
+        return WarmupConstant(base_lr, warmup_steps)
+    raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {kind!r}")
