@@ -247,3 +247,13 @@ class MeanTeacher(Framework):
         return {"loss": loss, "supervised_loss": supervised, "consistency_loss": consistency,
                 "consistency_weight": weight, **extra,
                 "learning_rate": self.optimizer.learning_rate()}
+
+
+KEYS = {
+    **SEMI_KEYS,
+    "ema_decay": Key("float", 0.99, "teacher EMA decay", bounds=(0, 1)),
+    "consistency_weight": Key("float", 1.0, "weight of the pseudo-label / consistency loss"),
+    "consistency": Key("str", "pseudo_ce", "hard pseudo-label CE (M3L) or softmax MSE"
+                       " (TorchSemiSeg MT, weight 100)", ("pseudo_ce", "softmax_mse")),
+}
+register_framework("mean_teacher", MeanTeacher, keys=KEYS)
