@@ -15,7 +15,8 @@ flags.DEFINE_string("file", None, "List file: one sample per line, `mod1 mod2 ..
                     short_name="f")
 flags.DEFINE_string("record", None, "Output record path (shards get -0000i-of-0000N.tfrecord).",
                     short_name="r")
-flags.DEFINE_list("modalities", ["rgb", "depth"], "Modality names of the list columns (label last).")
+flags.DEFINE_list("modalities", ["rgb", "depth"],
+                  "Modality names of the list columns (label last).")
 flags.DEFINE_bool("unlabeled", False, "The list has no label column.")
 flags.DEFINE_string("encodings", "", "Per modality encoding, e.g. depth=raw,hha=hha "
                     "(color|image|raw|jet|hha; defaults rgb=color, depth=raw, others=image).")

@@ -86,7 +86,8 @@ def collect_samples(args, modalities, needed):
     if os.path.isdir(source):
         firsts = _folder_images(source)
         if not firsts:
-            raise InputError(f"--input {source}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            raise InputError(f"--input {source}: folder holds no images "
+                             f"({', '.join(IMAGE_EXTENSIONS)})")
         folders = {}
         for name in needed:
             if name == first:

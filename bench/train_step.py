@@ -120,7 +120,7 @@ def run_jax_subprocess(name, args):
             "--steps", str(args.steps), "--warmup", str(args.warmup)]
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv],
                           env=env, capture_output=True, text=True)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("JAX ")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("JAX ")]
     if proc.returncode != 0 or not lines:
         return {"jax_error": proc.stderr.strip().splitlines()[-1:] or ["no output"]}
     return json.loads(lines[-1][4:])

@@ -44,11 +44,11 @@ def saved_run(folder, num_records=4, model="SSMA"):
     import tensorflow as tf
     import yaml
 
-    from trainer_data import TINY_ADAPNET, write_records
     from ssma_tf.config import load_config
     from ssma_tf.training import checkpoints
     from ssma_tf.training.run_info import write_run_info
     from ssma_tf.frameworks.build import build_framework
+    from trainer_data import TINY_ADAPNET, write_records
 
     records = write_records(folder, num=num_records, name="test")
     values = {**TINY_ADAPNET, "model": model, "test_data": records,
@@ -60,7 +60,8 @@ def saved_run(folder, num_records=4, model="SSMA"):
         yaml.safe_dump(values, handle)
     config = load_config(path)
     framework = build_framework(config, tf.distribute.get_strategy(), {"rgb": 3, "depth": 1})
-    tf.train.Checkpoint(**checkpoints.trackable(framework.checkpoint_items())).save(str(folder / "ckpt" / "ckpt"))
+    tf.train.Checkpoint(**checkpoints.trackable(framework.checkpoint_items())).save(
+        str(folder / "ckpt" / "ckpt"))
     specs = {"rgb": {"name": "rgb", "encoding": "color", "channels": 3, "dtype": "uint8"},
              "depth": {"name": "depth", "encoding": "raw", "channels": 1, "dtype": "uint16",
                        "depth_scale": 0.001}}

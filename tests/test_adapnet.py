@@ -22,8 +22,8 @@ def _rgb(batch=2, h=64, w=96, seed=0):
 def test_param_count_matches_original_at_12_classes():
     model = build_adapnet_pp(12)
     assert abs(model.count_params() - 30.20e6) / 30.20e6 < 0.01
-    easpp = sum(l.count_params() for l in model.get_layer("encoder").layers
-                if l.name.startswith("easpp"))
+    easpp = sum(layer.count_params() for layer in model.get_layer("encoder").layers
+                if layer.name.startswith("easpp"))
     assert abs(easpp - 2.04e6) / 2.04e6 < 0.01
 
 
@@ -72,13 +72,14 @@ def test_multiscale_rates_code_and_paper_presets():
 
 def test_dropout_only_on_last_unit_of_block4():
     encoder = build_encoder(3, width=0.125, units=(1, 1, 1, 3), dropout=0.5)
-    drops = [l for l in encoder.layers if isinstance(l, keras.layers.Dropout)]
+    drops = [layer for layer in encoder.layers if isinstance(layer, keras.layers.Dropout)]
     assert [(d.name, d.rate) for d in drops] == [("block4_unit3_dropout", 0.5)]
 
 
 def test_input_bn_is_optional():
-    assert "input_bn" in [l.name for l in build_encoder(3, **TINY).layers]
-    assert "input_bn" not in [l.name for l in build_encoder(3, input_bn=False, **TINY).layers]
+    assert "input_bn" in [layer.name for layer in build_encoder(3, **TINY).layers]
+    assert "input_bn" not in [layer.name
+                              for layer in build_encoder(3, input_bn=False, **TINY).layers]
 
 
 def test_bad_options_raise_config_error_naming_the_key():
@@ -96,8 +97,8 @@ def test_conv_init_is_truncated_he_and_bn_uses_house_defaults():
     std = math.sqrt(2.0 / (3 * 3 * kernel.shape[2]))
     assert np.abs(kernel).max() <= 2 * std + 1e-6
     assert 0.8 * std < kernel.std() < 0.95 * std                     # truncation shrinks it
-    bns = [l for l in model.get_layer("encoder").layers + model.layers
-           if isinstance(l, keras.layers.BatchNormalization)]
+    bns = [layer for layer in model.get_layer("encoder").layers + model.layers
+           if isinstance(layer, keras.layers.BatchNormalization)]
     assert bns and all(b.momentum == 0.99 and b.epsilon == 1e-5 for b in bns)
 
 

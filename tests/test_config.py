@@ -85,7 +85,8 @@ def test_repeated_key_and_bad_yaml(tmp_path):
 
 def test_overrides_are_yaml_and_validated(tmp_path):
     path = _write(tmp_path, "model: AdapNet_pp\nbatch_size: 8\n")
-    config = load_config(path, ["batch_size=4", "modalities=[depth]", "lr_multipliers={encoder: 0.1}"])
+    config = load_config(path, ["batch_size=4", "modalities=[depth]",
+                                "lr_multipliers={encoder: 0.1}"])
     assert config.batch_size == 4 and config.modalities == ["depth"]
     assert config.lr_multipliers == {"encoder": 0.1}
     with pytest.raises(ConfigError, match=r"--override 'bach_size=4'.*did you mean 'batch_size'"):

@@ -65,7 +65,8 @@ def test_round_trip_exact_pixels_shards_and_sidecar(tmp_path, workers, shards, i
     assert info.image_format == image_format
     assert [m.to_json() for m in info.modalities] == [
         {"name": "rgb", "encoding": "color", "channels": 3, "dtype": "uint8", "depth_scale": 0.001},
-        {"name": "depth", "encoding": "raw", "channels": 1, "dtype": "uint16", "depth_scale": 0.001}]
+        {"name": "depth", "encoding": "raw", "channels": 1, "dtype": "uint16",
+         "depth_scale": 0.001}]
     hist = np.zeros(256, int)
     for (source, out), (rgb, depth, label) in zip(decoded, samples):
         assert source.endswith("rgb " + source.split("rgb ")[-1])
@@ -82,8 +83,9 @@ def test_unlabeled_computed_encodings_and_json_label_map(tmp_path):
     text = "".join(f"img/rgb {i}.png img/d{i}.png img/d{i}.png\n" for i in range(2))
     (tmp_path / "u.txt").write_text(text)
     record = str(tmp_path / "u.tfrecords")
-    info = convert(str(tmp_path / "u.txt"), record, modalities=["rgb", "hha", "jet"], unlabeled=True,
-                   encodings_by_name="hha=hha,jet=jet", intrinsics="10,10,6,4", workers=1)
+    info = convert(str(tmp_path / "u.txt"), record, modalities=["rgb", "hha", "jet"],
+                   unlabeled=True, encodings_by_name="hha=hha,jet=jet", intrinsics="10,10,6,4",
+                   workers=1)
     assert not info.labeled and info.class_histogram is None
     assert [(m.name, m.encoding, m.channels) for m in info.modalities] == [
         ("rgb", "color", 3), ("hha", "hha", 3), ("jet", "jet", 3)]
@@ -113,7 +115,8 @@ def test_label_map_from_dataset_registry(tmp_path):
 
 
 def test_parse_encodings_defaults_and_errors():
-    assert parse_encodings("", ["rgb", "depth", "evi"]) == {"rgb": "color", "depth": "raw", "evi": "image"}
+    assert parse_encodings("", ["rgb", "depth", "evi"]) == {"rgb": "color", "depth": "raw",
+                                                            "evi": "image"}
     assert parse_encodings("depth=jet", ["rgb", "depth"])["depth"] == "jet"
     with pytest.raises(InputError, match="'nir=raw'"):
         parse_encodings("nir=raw", ["rgb", "depth"])
@@ -191,8 +194,8 @@ def _cli(*args):
 def test_cli_ssma_flags_and_error_exit_code(tmp_path):
     lst, samples = _dataset(tmp_path, n=3)
     record = str(tmp_path / "train.tfrecords")
-    run = _cli("-f", lst, "-r", record, "--ignore-label=255", "--num-classes", "4", "--workers", "2",
-               "--image-format", "raw")
+    run = _cli("-f", lst, "-r", record, "--ignore-label=255", "--num-classes", "4",
+               "--workers", "2", "--image-format", "raw")
     assert run.returncode == 0, run.stderr
     info, decoded = _read(record)
     assert info.num_examples == 3 and "convert_to_tfrecords.py -f" in info.command

@@ -77,7 +77,8 @@ def test_registry_label_conventions():
     forest = registry.get_dataset("freiburg_forest")
     assert forest.colour_map[(0, 60, 0)] == forest.colour_map[(102, 102, 51)] == 3
     voc = registry.get_dataset("voc")
-    assert tuple(voc.palette[1]) == (128, 0, 0) and tuple(registry.voc_palette()[255]) == (224, 224, 192)
+    assert tuple(voc.palette[1]) == (128, 0, 0)
+    assert tuple(registry.voc_palette()[255]) == (224, 224, 192)
     assert registry.get_dataset("synthetic").class_names[3] == "relief"
     with pytest.raises(InputError, match="unknown.*cityscapes"):
         registry.get_dataset("kitti")
@@ -125,11 +126,13 @@ def test_prepare_cityscapes_defaults_and_errors(tmp_path, capsys):
                                     str(tmp_path / "o")]) == 0
     (entry,) = _rows(tmp_path / "o" / "val.txt", ["rgb", "depth", "label"])
     assert _read(entry.paths[1])[0, 0] == round(0.209313 * 2262.52 / 20 * 1000)
-    os.remove(tmp_path / "cs" / "disparity" / "val" / "aachen" / "aachen_000000_000019_disparity.png")
+    os.remove(tmp_path / "cs" / "disparity" / "val" / "aachen"
+              / "aachen_000000_000019_disparity.png")
     assert prepare_cityscapes.main(["--root", str(tmp_path / "cs"), "--out",
                                     str(tmp_path / "o")]) == 2
     assert "disparity missing" in capsys.readouterr().err
-    os.remove(tmp_path / "cs" / "gtFine" / "train" / "aachen" / "aachen_000000_000019_gtFine_labelIds.png")
+    os.remove(tmp_path / "cs" / "gtFine" / "train" / "aachen"
+              / "aachen_000000_000019_gtFine_labelIds.png")
     _png(tmp_path / "cs" / "leftImg8bit" / "train" / "bonn" / "bonn_000000_000019_leftImg8bit.png",
          np.zeros((8, 8, 3), np.uint8))
     _png(tmp_path / "cs" / "disparity" / "train" / "bonn" / "bonn_000000_000019_disparity.png",
@@ -170,7 +173,8 @@ def test_prepare_scannet(tmp_path):
     for scene in ("scene0000_00", "scene0001_00"):
         _jpg(root / scene / "color" / "0.jpg", np.full((16, 16, 3), 100, np.uint8))
         _png(root / scene / "depth" / "0.png", np.full((8, 8), 1200, np.uint16))
-        _png(root / scene / "label" / "0.png", np.array([[1, 1, 39, 39, 13, 13, 0, 0] * 2] * 16, np.uint8))
+        _png(root / scene / "label" / "0.png",
+             np.array([[1, 1, 39, 39, 13, 13, 0, 0] * 2] * 16, np.uint8))
     (root / "scannetv2_train.txt").write_text("scene0000_00\n")
     (root / "scannetv2_val.txt").write_text("scene0001_00\n")
     lists = prepare_scannet.prepare(str(root), str(tmp_path / "out"))

@@ -6,8 +6,8 @@ import math
 import keras
 import numpy as np
 import pytest
-from model_testing import run_under_jax
 
+from model_testing import run_under_jax
 from ssma_tf.errors import ConfigError
 from ssma_tf.models.deeplab import (
     ASPPV2,

@@ -3,10 +3,10 @@ as SSMA's experts under every framework, and restore for evaluation."""
 
 import numpy as np
 import pytest
-from trainer_data import tiny_config, write_records
 
 from ssma_tf.training.checkpoints import restore_eval_model
 from ssma_tf.training.trainer import train
+from trainer_data import tiny_config, write_records
 
 TINY_RESNET = {"backbone": "resnet50", "backbone_units": [1, 1, 1, 1],
                "width_multiplier": 0.0625}

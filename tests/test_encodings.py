@@ -11,7 +11,8 @@ INTRINSICS = (50.0, 50.0, W / 2 - 0.5, H / 2 - 0.5)
 
 
 def _room(pitch_deg=25.0, camera_height=1.5, wall_distance=4.0):
-    """Depth (m) of a floor + a back wall seen by a camera pitched down; and which pixel hits what."""
+    """Depth (m) of a floor + a back wall seen by a camera pitched down; and which pixel hits
+    what."""
     fx, fy, cx, cy = INTRINSICS
     u, v = np.meshgrid(np.arange(W), np.arange(H))
     ray = np.stack([(u - cx) / fx, (v - cy) / fy, np.ones((H, W))], -1)   # camera: y down
@@ -82,7 +83,8 @@ def test_raw_keeps_16_bit_and_converts_metres():
     np.testing.assert_array_equal(encodings.encode_modality(metres, "raw", depth_scale=0.001),
                                   [[0, 1234, 0]])
     with pytest.raises(InputError, match="single channel"):
-        encodings.encode_modality(np.random.default_rng(0).integers(0, 9, (4, 4, 3), np.uint16), "raw")
+        encodings.encode_modality(
+            np.random.default_rng(0).integers(0, 9, (4, 4, 3), np.uint16), "raw")
 
 
 def test_fill_holes_fills_small_holes_and_keeps_values():

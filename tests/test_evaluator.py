@@ -1,4 +1,5 @@
-"""evaluate(): whole-set mIoU, padding to any size, multi-scale + flip, missing modality, overlays."""
+"""evaluate(): whole-set mIoU, padding to any size, multi-scale + flip, missing modality,
+overlays."""
 
 import os
 
@@ -169,7 +170,7 @@ def test_eval_output_picks_another_model_output(tmp_path, capsys):
                               "--override", f"eval_output={key}"]) == 0
         reports[key] = json.loads(output.read_text())["results"]["full"]
     assert reports["logits"]["confusion_matrix"] != reports["aux1"]["confusion_matrix"]
-    import export                                   # the selected output keeps the input dict
+    import export  # the selected output keeps the input dict
     assert export.main(["--config", run_config, "--override", "eval_output=aux1",
                         "--output", str(tmp_path / "exported")]) == 0
     assert list((tmp_path / "exported").glob("*/saved_model.pb"))

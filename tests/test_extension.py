@@ -4,13 +4,13 @@ train() as a unimodal DeepLab-v3+ and as SSMA's experts."""
 
 import numpy as np
 import pytest
-from trainer_data import tiny_config, write_records
 
 from ssma_tf.errors import ConfigError
 from ssma_tf.models.layers import conv_bn
 from ssma_tf.registry import Key, register_backbone
 from ssma_tf.training.checkpoints import restore_eval_model
 from ssma_tf.training.trainer import train
+from trainer_data import tiny_config, write_records
 
 
 def little_pyramid(image, *, channels=4):

@@ -9,8 +9,8 @@ match the stored outputs. Fix the code, or migrate old checkpoints; do not regen
 import numpy as np
 import pytest
 import tensorflow as tf
-from golden import cases
 
+from golden import cases
 from ssma_tf.errors import ConfigError
 from ssma_tf.training.checkpoints import restore_eval_model
 from ssma_tf.frameworks.build import build_framework

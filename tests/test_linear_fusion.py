@@ -1,13 +1,14 @@
-"""LinearFusion: outputs, ensemble (learned / mean), mask token, fusion, depth tiling, parameter counts, learning."""
+"""LinearFusion: outputs, ensemble (learned / mean), mask token, fusion, depth tiling,
+parameter counts, learning."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
+from model_testing import predict_numpy, rgbd_inputs
 from ssma_tf.errors import ConfigError
 from ssma_tf.models.linear_fusion import build_linear_fusion
-from model_testing import predict_numpy, rgbd_inputs
 
 MODALITIES = {"rgb": 3, "depth": 1}
 

@@ -27,10 +27,12 @@ def test_relative_absolute_crlf_trailing_spaces_blank_lines(tmp_path):
     _touch(tmp_path, "img/a.png", "dep/a.png", "lab/a.png", "img/b.png", "dep/b.png", "lab/b.png")
     absolute = os.path.join(tmp_path, "lab/b.png")
     lst = _write(tmp_path / "train.txt",
-                 "img/a.png dep/a.png lab/a.png  \r\n\r\n   \r\nimg/b.png dep/b.png " + absolute + "\r\n")
+                 "img/a.png dep/a.png lab/a.png  \r\n\r\n   \r\nimg/b.png dep/b.png "
+                 + absolute + "\r\n")
     entries = read_list(lst, COLS)
     assert [e.line for e in entries] == [1, 4]
-    assert entries[0].paths == tuple(str(tmp_path / p) for p in ("img/a.png", "dep/a.png", "lab/a.png"))
+    assert entries[0].paths == tuple(str(tmp_path / p)
+                                     for p in ("img/a.png", "dep/a.png", "lab/a.png"))
     assert entries[1].paths[2] == absolute
 
 
@@ -61,7 +63,8 @@ def test_unlabeled_list_has_no_label_column(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("a.png b.png\n", r"bad.txt:1: expected 3 columns, found 2"),
     ("a.png b.png l.png x.png\n", r"bad.txt:1: expected 3 columns, found 4 space-separated"),
-    ("a.png b.png l.png\na.png missing.png l.png\n", r"bad.txt:2: depth file not found: .*missing.png"),
+    ("a.png b.png l.png\na.png missing.png l.png\n",
+     r"bad.txt:2: depth file not found: .*missing.png"),
     ("\n \r\n", r"bad.txt: list file has no samples"),
 ])
 def test_errors_name_list_line_and_path(tmp_path, text, message):

@@ -1,8 +1,8 @@
 """MiT encoder: any H x W, stage strides, per-stream LayerNorm, DropPath, parameter counts."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 
 from ssma_tf.models.mit import DropPath, StreamLayerNorm, StreamMix, build_mit, mit_config
 

@@ -1,4 +1,5 @@
-"""LinearFusion and Segformer under KERAS_BACKEND=jax (a subprocess: the backend is fixed at import)."""
+"""LinearFusion and Segformer under KERAS_BACKEND=jax (a subprocess: the backend is fixed at
+import)."""
 
 import pytest
 
@@ -19,7 +20,8 @@ assert {k: v.shape for k, v in out.items()} == {k: (2, 64, 96, 4) for k in
 assert all(np.isfinite(v).all() for v in out.values())
 np.testing.assert_allclose(out["logits"], (out["logits_rgb"] + out["logits_depth"]) / 2, atol=1e-5)
 seg = build_segformer(3, variant="tiny", decoder_dim=8)
-assert seg.predict({"rgb": np.zeros((1, 96, 64, 3), "float32")}, verbose=0)["logits"].shape == (1, 96, 64, 3)
+seg_out = seg.predict({"rgb": np.zeros((1, 96, 64, 3), "float32")}, verbose=0)
+assert seg_out["logits"].shape == (1, 96, 64, 3)
 print("JAX_OK")
 """
 

@@ -31,7 +31,7 @@ print("SHAPES" + json.dumps(shapes))
 
 def test_models_build_and_predict_under_jax():
     stdout = run_under_jax(SCRIPT, json.dumps(CASES))
-    line = next(l for l in stdout.splitlines() if l.startswith("SHAPES"))
+    line = next(text for text in stdout.splitlines() if text.startswith("SHAPES"))
     shapes = json.loads(line[len("SHAPES"):])
     assert shapes["adapnet_pp"] == {k: [1, 32, 48, 5] for k in ("logits", "aux1", "aux2")}
     assert shapes["ssma"] == {"logits": [1, 32, 48, 5]}

@@ -55,7 +55,8 @@ def test_spec_and_info_json_round_trip(tmp_path):
 
 def test_encode_decode_round_trip_keeps_16_bit_and_rgb(tmp_path):
     rgb, depth, label = _arrays()
-    serialized = schema.encode_example({"rgb": rgb, "depth": depth}, label, ["a.png", "b.png", "l.png"])
+    serialized = schema.encode_example({"rgb": rgb, "depth": depth}, label,
+                                       ["a.png", "b.png", "l.png"])
     info = DatasetInfo([RGB, DEPTH], True, 1, [])
     out = schema.decode_example(tf.constant(serialized), info)
     assert out["rgb"].dtype == tf.uint8 and out["depth"].dtype == tf.uint16
@@ -64,7 +65,8 @@ def test_encode_decode_round_trip_keeps_16_bit_and_rgb(tmp_path):
     np.testing.assert_array_equal(out["label"].numpy()[..., 0], label)
     example = tf.train.Example.FromString(serialized)
     assert example.features.feature["height"].int64_list.value == [8]
-    assert list(example.features.feature["source"].bytes_list.value) == [b"a.png", b"b.png", b"l.png"]
+    assert (list(example.features.feature["source"].bytes_list.value)
+            == [b"a.png", b"b.png", b"l.png"])
 
 
 def test_raw_format_round_trip_8_and_16_bit_is_uncompressed():
@@ -132,7 +134,8 @@ def _write_legacy(path, samples, two=True):
                     "width": tf.train.Feature(int64_list=tf.train.Int64List(value=[w_])),
                     "modality1": tf.train.Feature(bytes_list=tf.train.BytesList(
                         value=[rgb[..., ::-1].tobytes()])),
-                    "label": tf.train.Feature(bytes_list=tf.train.BytesList(value=[label.tobytes()]))}
+                    "label": tf.train.Feature(bytes_list=tf.train.BytesList(
+                        value=[label.tobytes()]))}
             if two:
                 feat["modality2"] = tf.train.Feature(bytes_list=tf.train.BytesList(
                     value=[second[..., ::-1].tobytes()]))
@@ -170,7 +173,8 @@ def test_resolve_records_with_sidecar_shards_and_glob(tmp_path):
     for p in shards:
         with tf.io.TFRecordWriter(p) as w:
             w.write(schema.encode_example({"rgb": rgb}, label, []))
-    DatasetInfo([RGB], True, 2, [p.split("/")[-1] for p in shards]).write(schema.sidecar_path(record))
+    DatasetInfo([RGB], True, 2, [p.split("/")[-1] for p in shards]).write(
+        schema.sidecar_path(record))
     files, info = schema.resolve_records(str(record))
     assert files == shards and info.num_examples == 2 and not info.legacy
     files, info = schema.resolve_records(str(tmp_path / "train-0000[0]-of-*.tfrecord"))

@@ -1,10 +1,10 @@
 """Segformer: output shapes, PyTorch-style bilinear resize, folded decoder == plain decoder,
 frozen BN (learning is tested on LinearFusion, which uses the same parts)."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from ssma_tf.models.ops import bilinear_resize, resize_half_pixel
 from ssma_tf.models.segformer import SegformerHead, build_segformer
@@ -32,7 +32,8 @@ def test_bilinear_resize_matches_tf():
     corners = bilinear_resize(x, (17, 25), align_corners=True)
     expected = tf.compat.v1.image.resize(x, (17, 25), align_corners=True)
     np.testing.assert_allclose(corners, expected, atol=1e-5)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(corners)[:, -1, -1], x[:, -1, -1], atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(corners)[:, -1, -1], x[:, -1, -1],
+                               atol=1e-6)
     # the head's fast path (native op for static sizes) is the same half-pixel resize
     np.testing.assert_allclose(resize_half_pixel(x, (20, 14)), half_pixel, atol=1e-5)
     np.testing.assert_allclose(resize_half_pixel(x, (20, 14), xla_friendly=True), half_pixel,

@@ -30,7 +30,7 @@ def test_non_square_rgb_depth_gives_logits_only_by_default():
     assert tuple(out["logits"].shape) == (2, 64, 96, 5) and out["logits"].dtype == "float32"
     assert model.output_loss_weights == {"logits": 1.0}
     assert {"expert_rgb", "expert_depth", "skip1_attention_gate",
-            "skip2_attention_gate"} <= {l.name for l in model.layers}
+            "skip2_attention_gate"} <= {layer.name for layer in model.layers}
 
 
 def test_aux_heads_are_optional():
@@ -49,19 +49,22 @@ def test_ssma_block_shapes_follow_the_released_code():
         return keras.Model(streams, out), out
 
     model, out = block(256, 2, 16, True)          # eASPP level
-    shapes = {l.name: [tuple(w.shape) for w in l.trainable_weights] for l in model.layers}
+    shapes = {layer.name: [tuple(w.shape) for w in layer.trainable_weights]
+              for layer in model.layers}
     assert shapes["f_squeeze"] == [(3, 3, 512, 32), (32,)]
     assert shapes["f_excite"] == [(3, 3, 32, 512), (512,)]
     assert shapes["f_project"] == [(1, 1, 512, 256)] and "f_project_bn" in shapes
     assert out.shape[-1] == 256
 
     model, out = block(24, 2, 6, False)           # skip levels: 3x3 with bias, no BN
-    shapes = {l.name: [tuple(w.shape) for w in l.trainable_weights] for l in model.layers}
+    shapes = {layer.name: [tuple(w.shape) for w in layer.trainable_weights]
+              for layer in model.layers}
     assert shapes["f_squeeze"] == [(3, 3, 48, 8), (8,)]
     assert shapes["f_project"] == [(3, 3, 48, 24), (24,)] and "f_project_bn" not in shapes
 
     model, out = block(24, 3, 6, False)           # N streams: N*C -> N*C/eta -> N*C -> C
-    shapes = {l.name: [tuple(w.shape) for w in l.trainable_weights] for l in model.layers}
+    shapes = {layer.name: [tuple(w.shape) for w in layer.trainable_weights]
+              for layer in model.layers}
     assert shapes["f_excite"] == [(3, 3, 12, 72), (72,)] and out.shape[-1] == 24
 
 
@@ -79,7 +82,8 @@ def test_gate_is_a_sigmoid_of_the_concat():
 def test_three_modalities_fuse():
     channels = {"rgb": 3, "depth": 1, "hha": 3}
     model = build_ssma(4, channels, **TINY)
-    assert tuple(model(_inputs(channels, batch=1), training=False)["logits"].shape) == (1, 64, 96, 4)
+    logits = model(_inputs(channels, batch=1), training=False)["logits"]
+    assert tuple(logits.shape) == (1, 64, 96, 4)
     assert model.get_layer("ssma_easpp_concat").output.shape[-1] == 3 * 32
 
 

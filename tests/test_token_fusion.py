@@ -1,17 +1,17 @@
 """TokenFusion: outputs, mask L1 output, token exchange, mask token, learning, replicas, jax."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
+from model_testing import predict_numpy, rgbd_inputs, run_under_jax
 from ssma_tf.config import config_from_dict
 from ssma_tf.errors import ConfigError
 from ssma_tf.frameworks import get_framework
 from ssma_tf.frameworks.losses import penalty_loss, supervised_loss
 from ssma_tf.models.factory import build_model
 from ssma_tf.models.token_fusion import build_token_fusion, exchange_tokens
-from model_testing import predict_numpy, rgbd_inputs, run_under_jax
 
 MODALITIES = {"rgb": 3, "depth": 1}
 TOKENS_64x96 = 16 * 24 + 8 * 12 + 4 * 6 + 2 * 3  # stage grids of a 64x96 input, 1 block each

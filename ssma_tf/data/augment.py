@@ -94,8 +94,8 @@ def sample_window(image, geometry, crop_hw, method="bilinear"):
     size = tf.shape(image)[:2]
     if method == "nearest":
         def index(coords, n):
-            return tf.cast(tf.clip_by_value(tf.floor(coords + 0.5), 0.0, tf.cast(n - 1, tf.float32)),
-                           tf.int32)
+            return tf.cast(tf.clip_by_value(tf.floor(coords + 0.5), 0.0,
+                                            tf.cast(n - 1, tf.float32)), tf.int32)
         picked = tf.transpose(tf.gather(image, index(rows, size[0])), [1, 0, 2])
         return tf.transpose(tf.gather(picked, index(cols, size[1])), [1, 0, 2])
     # Only the source window the samples touch is bordered and cast (upscaled crops need

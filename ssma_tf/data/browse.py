@@ -33,7 +33,8 @@ def render_modality(x, spec):
         coloured[x[..., 0] <= 0] = 0
         return coloured
     if spec.encoding == "color":
-        x = (x * np.asarray(IMAGENET_STD, np.float32) + np.asarray(IMAGENET_MEAN, np.float32)) * 255.0
+        x = (x * np.asarray(IMAGENET_STD, np.float32)
+             + np.asarray(IMAGENET_MEAN, np.float32)) * 255.0
     else:
         x = (x + 1.0) * 127.5
     x = np.clip(np.round(x), 0, 255).astype(np.uint8)

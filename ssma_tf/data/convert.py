@@ -34,11 +34,11 @@ def parse_encodings(text, modalities) -> dict:
     for item in filter(None, (t.strip() for t in (text or "").split(","))):
         name, sep, encoding = item.partition("=")
         if not sep or name not in chosen:
-            raise InputError(f"--encodings: {item!r} must be MODALITY=ENCODING with MODALITY one of "
-                             f"{list(modalities)}")
+            raise InputError(f"--encodings: {item!r} must be MODALITY=ENCODING with MODALITY "
+                             f"one of {list(modalities)}")
         if encoding not in schema.ENCODINGS:
-            raise InputError(f"--encodings: unknown encoding {encoding!r} for {name!r}, expected one "
-                             f"of {', '.join(schema.ENCODINGS)}")
+            raise InputError(f"--encodings: unknown encoding {encoding!r} for {name!r}, "
+                             f"expected one of {', '.join(schema.ENCODINGS)}")
         chosen[name] = encoding
     return chosen
 
@@ -77,7 +77,8 @@ def load_label_map(name_or_path, ignore_label=255) -> np.ndarray:
     except InputError as e:
         raise InputError(f"--label-map {name_or_path!r}: no such JSON file, and {e}") from None
     if id_map is None:
-        raise InputError(f"--label-map {name_or_path!r}: this dataset needs no id map (id_map is None)")
+        raise InputError(f"--label-map {name_or_path!r}: this dataset needs no id map "
+                         "(id_map is None)")
     return np.asarray(id_map, np.uint8)
 
 
@@ -98,7 +99,8 @@ class _Job:
 
 
 def read_image(path, where) -> np.ndarray:
-    """Image as stored (any depth/channels), colour converted to RGB(A); InputError if unreadable."""
+    """Image as stored (any depth/channels), colour converted to RGB(A); InputError if
+    unreadable."""
     image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise InputError(f"{where}: cannot read image {path} (missing, unreadable or corrupt)")
@@ -125,8 +127,9 @@ def _read_label(path, where, job):
     if job.num_classes is not None:
         bad = (label >= job.num_classes) & (label != job.ignore_label)
         if bad.any():
-            raise InputError(f"{where}: label {path} has ids {sorted(set(label[bad].tolist()))[:10]} "
-                             f">= num_classes {job.num_classes} that are not the ignore label "
+            raise InputError(f"{where}: label {path} has ids "
+                             f"{sorted(set(label[bad].tolist()))[:10]} >= num_classes "
+                             f"{job.num_classes} that are not the ignore label "
                              f"{job.ignore_label} ({int(bad.sum())} pixels)")
     return label
 
@@ -141,7 +144,8 @@ def _encode_entry(entry, job):
             first = (path, image.shape[:2])
         elif image.shape[:2] != first[1]:
             raise InputError(f"{where}: {name} {path} is {image.shape[1]}x{image.shape[0]} but "
-                             f"{first[0]} is {first[1][1]}x{first[1][0]} (WxH); all columns must match")
+                             f"{first[0]} is {first[1][1]}x{first[1][0]} (WxH); "
+                             "all columns must match")
         try:
             arrays[name] = encodings.encode_modality(
                 image, job.encodings[name], depth_scale=job.depth_scale, intrinsics=job.intrinsics,
@@ -179,7 +183,8 @@ class _Progress:
 
     def update(self, done):
         if self.tty:
-            sys.stderr.write(f"\rconverted {done}/{self.total}" + ("\n" if done == self.total else ""))
+            sys.stderr.write(f"\rconverted {done}/{self.total}"
+                             + ("\n" if done == self.total else ""))
             sys.stderr.flush()
         elif done * 10 // self.total > self.last:
             self.last = done * 10 // self.total
@@ -218,7 +223,8 @@ def convert(list_path, record_path, *, modalities=("rgb", "depth"), unlabeled=Fa
     if isinstance(encodings_by_name, dict):
         unknown = set(encodings_by_name) - set(modalities)
         if unknown:
-            raise InputError(f"--encodings: {sorted(unknown)} not among modalities {list(modalities)}")
+            raise InputError(f"--encodings: {sorted(unknown)} not among modalities "
+                             f"{list(modalities)}")
         encodings_by_name = ",".join(f"{k}={v}" for k, v in encodings_by_name.items())
     chosen = parse_encodings(encodings_by_name, modalities)
     intrinsics = parse_intrinsics(intrinsics)

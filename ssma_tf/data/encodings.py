@@ -41,7 +41,8 @@ def _single_channel(depth):
     if depth.ndim == 3:
         if depth.shape[2] > 1 and not all(np.array_equal(depth[..., 0], depth[..., c])
                                           for c in range(1, depth.shape[2])):
-            raise InputError(f"depth must be single channel, got {depth.shape[2]} different channels")
+            raise InputError(f"depth must be single channel, got {depth.shape[2]} "
+                             "different channels")
         depth = depth[..., 0]
     return depth
 
@@ -85,7 +86,8 @@ def fill_holes(depth_m, max_depth=100.0) -> np.ndarray:
 
 
 def jet(depth_m, max_depth=None) -> np.ndarray:
-    """Depth scaled to 0..255 (by max_depth, default the image's maximum) through COLORMAP_JET, RGB."""
+    """Depth scaled to 0..255 (by max_depth, default the image's maximum) through
+    COLORMAP_JET, RGB."""
     top = float(max_depth if max_depth else depth_m.max())
     scaled = np.clip(depth_m / top * 255.0, 0, 255) if top > 0 else np.zeros_like(depth_m)
     bgr = cv2.applyColorMap(np.round(scaled).astype(np.uint8), cv2.COLORMAP_JET)
@@ -122,7 +124,8 @@ def surface_normals(points, valid, window=5) -> np.ndarray:
 
 
 def estimate_gravity(normals, valid, thresholds_deg=(45.0, 15.0), iterations=5) -> np.ndarray:
-    """Gravity-aligned 'up' direction: most parallel to floor-like normals, perpendicular to walls."""
+    """Gravity-aligned 'up' direction: most parallel to floor-like normals, perpendicular to
+    walls."""
     n = normals[valid]
     g = np.array([0.0, 1.0, 0.0])
     for threshold in thresholds_deg:

@@ -38,7 +38,8 @@ def _columns(text, n, where, exists):
         cols = [c.strip() for c in text.split("\t") if c.strip()]
         if len(cols) == n:
             return cols
-        raise InputError(f"{where}: expected {n} tab-separated columns, found {len(cols)}: {text!r}")
+        raise InputError(f"{where}: expected {n} tab-separated columns, found {len(cols)}: "
+                         f"{text!r}")
     parts = re.split(r"(\s+)", text)
     tokens, seps = parts[0::2], parts[1::2]
     if len(tokens) == n:

@@ -34,4 +34,5 @@ def normalize_modality(x, spec, depth_max=10.0):
 
 def normalize(name_to_tensor, specs, depth_max=10.0):
     """{name: tensor} -> {name: float32 tensor}, each normalised per `specs[name]`."""
-    return {name: normalize_modality(x, specs[name], depth_max) for name, x in name_to_tensor.items()}
+    return {name: normalize_modality(x, specs[name], depth_max)
+            for name, x in name_to_tensor.items()}

@@ -40,9 +40,11 @@ class ModalitySpec:
             raise InputError(f"modality {self.name!r}: unknown encoding {self.encoding!r}, "
                              f"expected one of {', '.join(ENCODINGS)}")
         if self.channels not in (1, 3):
-            raise InputError(f"modality {self.name!r}: channels must be 1 or 3, got {self.channels}")
+            raise InputError(f"modality {self.name!r}: channels must be 1 or 3, "
+                             f"got {self.channels}")
         if self.dtype not in ("uint8", "uint16"):
-            raise InputError(f"modality {self.name!r}: dtype must be uint8 or uint16, got {self.dtype!r}")
+            raise InputError(f"modality {self.name!r}: dtype must be uint8 or uint16, "
+                             f"got {self.dtype!r}")
 
     @property
     def photometric(self) -> bool:
@@ -112,13 +114,15 @@ class DatasetInfo:
             with open(path) as f:
                 return cls.from_json(json.load(f))
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise InputError(f"{path}: not a valid dataset sidecar ({type(e).__name__}: {e})") from e
+            raise InputError(
+                f"{path}: not a valid dataset sidecar ({type(e).__name__}: {e})") from e
 
 
 def check_image_format(image_format):
     """InputError unless `image_format` is one of IMAGE_FORMATS."""
     if image_format not in IMAGE_FORMATS:
-        raise InputError(f"image format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
+        raise InputError(f"image format must be one of {', '.join(IMAGE_FORMATS)}, "
+                         f"got {image_format!r}")
 
 
 def record_stem(record_path) -> str:
@@ -186,7 +190,10 @@ def resolve_records(path, legacy_modalities=None) -> tuple:
             raise InputError(f"{side}: lists record file {missing[0]} which does not exist")
         info.files = files
         return files, info
-    files = sorted(glob.glob(path)) if glob.has_magic(path) else ([path] if os.path.isfile(path) else [])
+    if glob.has_magic(path):
+        files = sorted(glob.glob(path))
+    else:
+        files = [path] if os.path.isfile(path) else []
     if not files:
         raise InputError(f"no records found at {path} (nor a sidecar {side})")
     side = _sidecar_for_shard(files[0])

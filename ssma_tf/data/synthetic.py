@@ -92,7 +92,8 @@ def render_layers(rng, height, width):
     focal = float(width)
     horizon = rng.uniform(0.25, 0.5) * height
     k = rng.uniform(0.6, 1.5) * (height - 1 - horizon)          # floor depth = k / (y - horizon)
-    wall_z = rng.uniform(3.5, MAX_DEPTH_M - 0.3) * (1 + rng.uniform(-0.12, 0.12) * (cols / width - 0.5))
+    wall_z = (rng.uniform(3.5, MAX_DEPTH_M - 0.3)
+              * (1 + rng.uniform(-0.12, 0.12) * (cols / width - 0.5)))
     wall_z = np.minimum(wall_z, MAX_DEPTH_M)
     floor_z = np.where(rows > horizon + 1e-3, k / np.maximum(rows - horizon, 1e-3), np.inf)
     is_floor = floor_z < wall_z
@@ -156,7 +157,8 @@ def render_layers(rng, height, width):
         half_w = extent(rng.uniform(0.1, 0.3), z)
         half_h = extent(rng.uniform(0.1, 0.3), z)
         mask = np.zeros(shape, bool)
-        mask[max(int(yb - 2 * half_h), 0):yb + 1, max(int(cx - half_w), 0):int(cx + half_w) + 1] = True
+        mask[max(int(yb - 2 * half_h), 0):yb + 1,
+             max(int(cx - half_w), 0):int(cx + half_w) + 1] = True
         label[mask] = BOX
         depth[mask] = max(z - 0.05, MIN_DEPTH_M)
         rgb_idx[mask] = len(colours)

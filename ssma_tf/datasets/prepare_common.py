@@ -44,7 +44,8 @@ def require_dir(path, what):
 
 
 def sorted_files(folder, suffix=""):
-    """Files in `folder` whose names end with `suffix`, sorted; InputError if the folder is missing."""
+    """Files in `folder` whose names end with `suffix`, sorted; InputError if the folder is
+    missing."""
     require_dir(folder, "expected")
     return sorted(f for f in os.listdir(folder) if f.endswith(suffix)
                   and os.path.isfile(os.path.join(folder, f)))

@@ -48,7 +48,8 @@ def prepare(root, out, modality="depth_gray"):
 
 def main(argv=None):
     return common.cli(prepare, __doc__.split("\n")[0], argv, lambda p: p.add_argument(
-        "--modality", default="depth_gray", help="second modality folder (depth_gray, evi_gray...)"))
+        "--modality", default="depth_gray",
+        help="second modality folder (depth_gray, evi_gray...)"))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ def raw_to_train_table(tsv_path, nyu40_to_train):
             try:
                 raw, nyu40 = int(row["id"]), int(row["nyu40id"])
             except (KeyError, TypeError, ValueError) as err:
-                raise InputError(f"{tsv_path}:{number}: expected integer id and nyu40id columns") from err
+                raise InputError(f"{tsv_path}:{number}: expected integer id and nyu40id "
+                                 "columns") from err
             table[raw] = nyu40_to_train[nyu40] if 0 <= nyu40 < 256 else 255
     lookup = np.full(max(table, default=0) + 1, 255, np.uint8)
     for raw, train in table.items():

@@ -38,7 +38,8 @@ def index_to_class_table(json_path):
 
 
 def semantic_to_ids(semantic_rgb, table):
-    index = (semantic_rgb[..., 0].astype(np.int64) << 16 | semantic_rgb[..., 1].astype(np.int64) << 8
+    index = (semantic_rgb[..., 0].astype(np.int64) << 16
+             | semantic_rgb[..., 1].astype(np.int64) << 8
              | semantic_rgb[..., 2])
     ids = np.full(index.shape, 255, np.uint8)
     known = index < len(table)
@@ -54,7 +55,8 @@ def depth_to_mm(depth):
 
 def prepare(root, out, labels_json=None):
     """Convert every area found; returns {split: list path}."""
-    table = index_to_class_table(labels_json or os.path.join(root, "assets", "semantic_labels.json"))
+    table = index_to_class_table(
+        labels_json or os.path.join(root, "assets", "semantic_labels.json"))
     lists = {}
     for split, areas in SPLIT_AREAS.items():
         rows = []

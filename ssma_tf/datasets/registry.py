@@ -55,11 +55,13 @@ def _map_from(pairs, default):
 def _cityscapes():
     from cityscapesscripts.helpers.labels import labels
 
-    trained = sorted((l for l in labels if 0 <= l.trainId < 255), key=lambda l: l.trainId)
+    trained = sorted((lab for lab in labels if 0 <= lab.trainId < 255),
+                     key=lambda lab: lab.trainId)
     return DatasetDef(
-        name="cityscapes", class_names=tuple(l.name for l in trained),
-        palette=np.array([l.color for l in trained], np.uint8), num_classes=19, ignore_label=255,
-        id_map=_map_from(((l.id, l.trainId) for l in labels), 255), modalities=("rgb", "depth"))
+        name="cityscapes", class_names=tuple(lab.name for lab in trained),
+        palette=np.array([lab.color for lab in trained], np.uint8), num_classes=19,
+        ignore_label=255, id_map=_map_from(((lab.id, lab.trainId) for lab in labels), 255),
+        modalities=("rgb", "depth"))
 
 
 CITYSCAPES11_CLASSES = ("void", "sky", "building", "road", "sidewalk", "fence", "vegetation",
@@ -127,7 +129,8 @@ SCANNET_CLASSES = (("wall", 1), ("floor", 2), ("cabinet", 3), ("bed", 4), ("chai
 def _scannet():
     return DatasetDef(name="scannet", class_names=tuple(n for n, _ in SCANNET_CLASSES),
                       palette=distinct_palette(20), num_classes=20, ignore_label=255,
-                      id_map=_map_from(((nyu, i) for i, (_, nyu) in enumerate(SCANNET_CLASSES)), 255),
+                      id_map=_map_from(((nyu, i) for i, (_, nyu) in enumerate(SCANNET_CLASSES)),
+                                       255),
                       modalities=("rgb", "depth"))
 
 
@@ -203,7 +206,8 @@ def get_dataset(name) -> DatasetDef:
 
 def colour_to_ids(colour_image, colour_map, default):
     """Map an RGB uint8 HxWx3 ground truth to uint8 ids via `colour_map`; others -> `default`."""
-    packed = (colour_image[..., 0].astype(np.uint32) << 16 | colour_image[..., 1].astype(np.uint32) << 8
+    packed = (colour_image[..., 0].astype(np.uint32) << 16
+              | colour_image[..., 1].astype(np.uint32) << 8
               | colour_image[..., 2])
     ids = np.full(packed.shape, default, np.uint8)
     for (r, g, b), train_id in colour_map.items():

@@ -33,7 +33,8 @@ def num_labeled(ratio, total):
     try:
         value = fractions.Fraction(text)
     except ValueError as err:
-        raise InputError(f"ratio {ratio!r}: expected a fraction like 1/8 or a count like 100") from err
+        raise InputError(
+            f"ratio {ratio!r}: expected a fraction like 1/8 or a count like 100") from err
     if value <= 0:
         raise InputError(f"ratio {ratio!r}: must be positive")
     count = int(value) if value.denominator == 1 and value > 1 else int(total * value)

@@ -8,7 +8,13 @@ Inputs need H and W divisible by 16.
 import keras
 
 from ssma_tf.models.layers import (
-    BroadcastLike, ResizeLike, conv_bn, float32_output, global_pool, scaled, upconv_bn,
+    BroadcastLike,
+    ResizeLike,
+    conv_bn,
+    float32_output,
+    global_pool,
+    scaled,
+    upconv_bn,
 )
 from ssma_tf.models.parts import ExpertParts
 from ssma_tf.models.resnet import resnet50_features

@@ -63,9 +63,9 @@ from ssma_tf.models.layers import (
     global_pool,
     scaled,
 )
-from ssma_tf.models.resnet_v1 import BN_EPSILON, BN_MOMENTUM, resnet_v1_features
-from ssma_tf.models.parts import ExpertParts
 from ssma_tf.models.ops import bilinear_resize, resize_half_pixel
+from ssma_tf.models.parts import ExpertParts
+from ssma_tf.models.resnet_v1 import BN_EPSILON, BN_MOMENTUM, resnet_v1_features
 from ssma_tf.registry import Key, register_model
 
 VERSIONS = ("v2", "v3plus")

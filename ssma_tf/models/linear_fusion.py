@@ -107,7 +107,8 @@ def build_stream_model(num_classes, modalities, make_encoder, *, decoder_dim=256
     """
     modalities = dict(modalities)
     if len(modalities) < 2:
-        raise ConfigError(f"modalities: {model_name} needs at least 2 modalities, got {list(modalities)}")
+        raise ConfigError(f"modalities: {model_name} needs at least 2 modalities, "
+                          f"got {list(modalities)}")
     channels = max(modalities.values())
     for modality, c in modalities.items():
         if c not in (1, channels):

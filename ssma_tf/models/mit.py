@@ -12,9 +12,8 @@ Optionally the attention outputs of the streams are mixed (`fusion_ratio`) and a
 mask token replaces the stage-1 tokens of any row whose input is all zeros.
 """
 
-import numpy as np
-
 import keras
+import numpy as np
 from keras import ops
 
 from ssma_tf.models.ops import use_xla_forms

@@ -23,8 +23,8 @@ import keras
 from keras import ops
 
 from ssma_tf.models.linear_fusion import ENSEMBLE_KEY, build_stream_model
-from ssma_tf.models.segformer import KEYS as SEGFORMER_KEYS
 from ssma_tf.models.mit import MixTransformer, StreamLayerNorm, gelu, mit_config
+from ssma_tf.models.segformer import KEYS as SEGFORMER_KEYS
 from ssma_tf.registry import Key, register_model
 
 THRESHOLD = 0.02

@@ -29,8 +29,8 @@ sys.path[:0] = [os.path.dirname(TESTS), TESTS]   # this checkout's ssma_tf, then
 import keras
 import numpy as np
 import tensorflow as tf
-from golden import cases
 
+from golden import cases
 from ssma_tf.config import config_from_dict
 from ssma_tf.data.schema import ModalitySpec
 from ssma_tf.training import checkpoints
@@ -92,7 +92,8 @@ def write_case(name, seed):
     checkpoint = tf.train.Checkpoint(step=framework.step, **checkpoints.trackable(items))
     tf.train.CheckpointManager(checkpoint, folder, max_to_keep=1).save(
         checkpoint_number=cases.STEP)
-    write_run_info(folder, recorded_config(name), {m: SPECS[m].to_json() for m in config.modalities},
+    write_run_info(folder, recorded_config(name),
+                   {m: SPECS[m].to_json() for m in config.modalities},
                    {"resumed_from": None, "start_step": 0})
     inputs = fixed_inputs(config.modalities, seed)
     save_expected(name, inputs, framework.eval_model(inputs, training=False))
