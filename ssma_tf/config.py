@@ -34,8 +34,10 @@ CORE_KEYS = {
     "model": Key("str", "AdapNet_pp", "registered model (case-insensitive): AdapNet_pp, SSMA,"
                  " segformer, linearfusion, tokenfusion, deeplabv2, deeplabv3plus, ...",
                  component="model"),
-    "num_classes": _k("int", None, "number of output channels (class 0 = void when ignore_label 0)"),
-    "checkpoint": _k("path", None, "checkpoint folder (train: output, auto-resume) or prefix (test)"),
+    "num_classes": _k("int", None, "number of output channels (class 0 = void when"
+                      " ignore_label 0)"),
+    "checkpoint": _k("path", None, "checkpoint folder (train: output, auto-resume) or prefix"
+                     " (test)"),
     "train_data": _k("path", None, "training records (converter --record path or shard glob)"),
     "test_data": _k("path", None, "evaluation records"),
     "batch_size": _k("int", 8, "global labeled batch size (all replicas together)"),
@@ -294,7 +296,8 @@ def _parse_file(path):
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        problem = getattr(exc, "problem", exc)
+        raise ConfigError(f"{path}{line}: not valid YAML ({problem})") from None
     if node is None:
         return []
     if not isinstance(node, yaml.MappingNode):

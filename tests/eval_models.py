@@ -45,9 +45,9 @@ def saved_run(folder, num_records=4, model="SSMA"):
     import yaml
 
     from ssma_tf.config import load_config
+    from ssma_tf.frameworks.build import build_framework
     from ssma_tf.training import checkpoints
     from ssma_tf.training.run_info import write_run_info
-    from ssma_tf.frameworks.build import build_framework
     from trainer_data import TINY_ADAPNET, write_records
 
     records = write_records(folder, num=num_records, name="test")

@@ -182,7 +182,8 @@ def inline_fusion_builder():
               "depth": keras.Input((None, None, 1), name="depth")}
     x = keras.layers.Concatenate()([keras.layers.Conv2D(4, 3, padding="same")(inputs[m])
                                     for m in ("rgb", "depth")])
-    x = keras.layers.Dropout(0.1)(keras.layers.ReLU()(keras.layers.BatchNormalization(synchronized=True)(x)))
+    x = keras.layers.BatchNormalization(synchronized=True)(x)
+    x = keras.layers.Dropout(0.1)(keras.layers.ReLU()(x))
     logits = keras.layers.Conv2D(NUM_CLASSES, 1, name="logits")(x)
     aux = keras.layers.Conv2D(NUM_CLASSES, 1, name="aux")(x)
     model = keras.Model(inputs, {"logits": logits, "aux": aux})

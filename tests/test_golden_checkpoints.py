@@ -12,8 +12,8 @@ import tensorflow as tf
 
 from golden import cases
 from ssma_tf.errors import ConfigError
-from ssma_tf.training.checkpoints import restore_eval_model
 from ssma_tf.frameworks.build import build_framework
+from ssma_tf.training.checkpoints import restore_eval_model
 from ssma_tf.training.trainer import initialise
 
 

@@ -7,7 +7,6 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
-from trainer_data import tiny_config, write_records
 
 from ssma_tf.config import config_from_dict
 from ssma_tf.errors import ConfigError
@@ -17,6 +16,7 @@ from ssma_tf.optim import WarmupPoly, split_variables
 from ssma_tf.training import checkpoints
 from ssma_tf.training.checkpoints import restore_eval_model
 from ssma_tf.training.trainer import NonFiniteLossError, train
+from trainer_data import tiny_config, write_records
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,8 @@ def test_adapnet_crop_must_divide_by_16(tmp_path, records):
 def test_non_finite_loss_stops_without_saving_bad_state(tmp_path, records):
     config = tiny_config(tmp_path, records, max_iteration=30, save_step=1, summary_step=0,
                          learning_rate=1e30, optimizer="sgd")
-    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \((nan|inf)\) at step (\d+)") as err:
+    bad = r"non-finite loss \((nan|inf)\) at step (\d+)"
+    with pytest.raises(NonFiniteLossError, match=bad) as err:
         train(config)
     bad_step = int(re.search(r"at step (\d+)", str(err.value)).group(1))
     latest = tf.train.latest_checkpoint(config.checkpoint)

@@ -21,7 +21,8 @@ def valid_mask(labels, num_classes, ignore_label):
 
 
 def _ohem_keep(probs_true, valid, thresh, min_kept):
-    """Per image, keep valid pixels whose true-class probability is <= max(thresh, k-th smallest)."""
+    """Per image, keep valid pixels whose true-class probability is <= max(thresh, k-th
+    smallest)."""
     flat = tf.reshape(tf.where(valid, probs_true, 2.0), [tf.shape(valid)[0], -1])
     pixels = tf.shape(flat)[1]
     kth = tf.gather(tf.sort(flat, axis=1), tf.minimum(min_kept, pixels) - 1, axis=1)

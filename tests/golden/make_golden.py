@@ -33,9 +33,9 @@ import tensorflow as tf
 from golden import cases
 from ssma_tf.config import config_from_dict
 from ssma_tf.data.schema import ModalitySpec
+from ssma_tf.frameworks.build import build_framework
 from ssma_tf.training import checkpoints
 from ssma_tf.training.run_info import write_run_info
-from ssma_tf.frameworks.build import build_framework
 
 SPECS = {"rgb": ModalitySpec("rgb", "color", 3, "uint8"),
          "depth": ModalitySpec("depth", "raw", 1, "uint16")}
