@@ -6,12 +6,11 @@ The top library layer: it may use training's checkpoint code, and nothing below 
 
 import dataclasses
 
-import keras
-
 from ssma_tf.config import load_config
 from ssma_tf.data import schema
 from ssma_tf.data.pipeline import select_modalities
 from ssma_tf.errors import ConfigError
+from ssma_tf.evaluation.evaluator import select_output
 from ssma_tf.training import checkpoints
 from ssma_tf.visualization import dataset_labels
 
@@ -54,20 +53,6 @@ def load_eval_config(config_path, overrides=()):
     if not config.num_classes:
         raise ConfigError(f"{config_path}: key 'num_classes' is required")
     return config
-
-
-def select_output(model, config):
-    """`model` whose "logits" is its output `config.eval_output` (e.g. LinearFusion's
-    "logits_depth"); the model itself for the default "logits". ConfigError naming the key
-    and the outputs the model has otherwise."""
-    key = config.eval_output
-    if key == "logits":
-        return model
-    outputs = model.output if isinstance(model.output, dict) else {"logits": model.output}
-    if key not in outputs:
-        raise ConfigError(f"{config.source}: key 'eval_output': the {config.model} model has "
-                          f"no output {key!r} (it has {', '.join(sorted(outputs))})")
-    return keras.Model(model.input, {"logits": outputs[key]}, name=f"{model.name}_{key}")
 
 
 def load_run(config, checkpoint=None):

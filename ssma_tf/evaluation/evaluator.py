@@ -4,9 +4,10 @@ modality, colour overlays."""
 import functools
 import os
 
+import keras
 import tensorflow as tf
 
-from ssma_tf.errors import InputError
+from ssma_tf.errors import ConfigError, InputError
 from ssma_tf.evaluation.metrics import ConfusionMatrix
 from ssma_tf.visualization import default_palette, display_image, write_overlays
 
@@ -145,3 +146,17 @@ def _write_batch_overlays(folder, first_index, limit, inputs, labels, prediction
         paths += write_overlays(prefix, background, predictions[i], palette,
                                 labels=labels[i], ignore_label=ignore_label)
     return paths
+
+
+def select_output(model, config):
+    """`model` whose "logits" is its output `config.eval_output` (e.g. LinearFusion's
+    "logits_depth"); the model itself for the default "logits". ConfigError naming the key
+    and the outputs the model has otherwise."""
+    key = config.eval_output
+    if key == "logits":
+        return model
+    outputs = model.output if isinstance(model.output, dict) else {"logits": model.output}
+    if key not in outputs:
+        raise ConfigError(f"{config.source}: key 'eval_output': the {config.model} model has "
+                          f"no output {key!r} (it has {', '.join(sorted(outputs))})")
+    return keras.Model(model.input, {"logits": outputs[key]}, name=f"{model.name}_{key}")

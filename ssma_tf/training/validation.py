@@ -21,8 +21,7 @@ import time
 import tensorflow as tf
 
 from ssma_tf.data.pipeline import eval_dataset
-from ssma_tf.evaluation.evaluator import evaluate
-from ssma_tf.evaluation.run import select_output
+from ssma_tf.evaluation.evaluator import evaluate, select_output
 from ssma_tf.io_utils import atomic_write
 from ssma_tf.training.run_info import RUN_INFO
 
