@@ -6,10 +6,11 @@ import pkgutil
 
 from ssma_tf.registry import FRAMEWORKS
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
-
 
 def get_framework(name):
     """The Framework class registered as `name` (ConfigError naming the known ones)."""
     return FRAMEWORKS.get(name, "key 'framework'").obj
+
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
