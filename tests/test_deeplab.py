@@ -429,3 +429,16 @@ def test_builds_and_matches_tensorflow_under_jax(tmp_path):
     for name, want in expected.items():
         assert np.asarray(got[name]).shape == (1, 33, 47, 5)
         np.testing.assert_allclose(np.asarray(got[name]), want, rtol=1e-4, atol=1e-4)
+
+
+def test_the_aspp_and_low_level_projection_train_with_the_decoder_group():
+    """UniMatch's and U2PL's parameter groups: the backbone at lr, the head at lr * lr_multi."""
+    from ssma_tf.optim import split_variables
+
+    model = build_deeplab_v3plus(3, width=0.0625, units=(1, 1, 1, 1))
+    groups = split_variables(model)
+    head = {v.path for v in groups["decoder"]}
+    assert any("aspp" in p for p in head) and any("low_level" in p for p in head)
+    assert not any("aspp" in v.path or "low_level" in v.path
+                   for v in groups["encoder"] + groups["norm"])
+    assert any(v.path.startswith("layer1") for v in groups["encoder"])

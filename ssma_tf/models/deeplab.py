@@ -75,6 +75,7 @@ ASPP_V2_RATES = (6, 12, 18, 24)
 LOW_LEVEL_CHANNELS = {"standard": 48, "torchsemiseg": 48, "u2pl": 256}
 HEAD_DROPOUT = {"standard": 0.0, "torchsemiseg": 0.0, "u2pl": 0.1}
 LEAKY_SLOPE = 0.01
+ENCODER_HEAD_LAYERS = ("aspp", "low_level")    # in the encoder, but head parameters
 
 BACKBONE_DEFAULTS = {
     "v2": {"depth": 101, "output_stride": 8, "deep_stem": False, "stride_in_1x1": True,
@@ -331,6 +332,7 @@ def _build(version, num_classes, modality, channels, name, options):
                               **{k: v for k, v in options.items() if k in decoder_keys})
     model = keras.Model({modality: image}, outputs, name=name)
     model.output_loss_weights = {"logits": 1.0}
+    model.encoder_head_prefixes = ENCODER_HEAD_LAYERS   # train with the decoder
     return model
 
 

@@ -29,17 +29,22 @@ def _is_norm(layer):
 def split_variables(model):
     """{group: [trainable variables]}: encoder layers or sub-models (named encoder*, expert_*,
     mit*, backbone*) give `encoder` and (their normalisation layers) `norm`; the rest
-    `decoder`."""
+    `decoder`. Layers inside the encoder named with one of the model's
+    `encoder_head_prefixes` (DeepLab-v3+'s ASPP and low-level projection, which its encoder
+    holds) train with the decoder, as the references' head parameter group."""
     groups = {name: [] for name in GROUPS}
     seen = {id(v) for v in model.non_trainable_weights}
+    head = tuple(getattr(model, "encoder_head_prefixes", ()))
     for layer in model.layers:
         if layer.name.startswith(ENCODER_PREFIXES):
             for sub in layer._flatten_layers(include_self=False, recursive=True):
-                if _is_norm(sub):
+                group = "decoder" if head and sub.name.startswith(head) else (
+                    "norm" if _is_norm(sub) else None)
+                if group:
                     for var in sub.trainable_weights:
                         if id(var) not in seen:
                             seen.add(id(var))
-                            groups["norm"].append(var)
+                            groups[group].append(var)
             for var in layer.trainable_weights:
                 if id(var) not in seen:
                     seen.add(id(var))
