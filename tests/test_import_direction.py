@@ -44,16 +44,6 @@ APART = {
     ("models", "visualization"): "models are a pure Keras leaf",
 }
 
-# Known upward imports, each with its reason: {(file, imported module): reason}. The test
-# fails when an entry is no longer needed, so remove it together with the import.
-ALLOWED = {
-    ("ssma_tf/frameworks/base.py", "ssma_tf.training.optimizers"):
-        "Framework.make_optimizer builds a training.optimizers.GroupOptimizer; the "
-        "optimizers and schedules are moving to ssma_tf/optim (layer 2) in another change. "
-        "Remove this entry when base.py imports them from there.",
-}
-
-
 def _module_name(path, root):
     rel = os.path.relpath(path, root)[:-len(".py")].split(os.sep)
     if rel[-1] == "__init__":
@@ -107,9 +97,9 @@ def python_files(root, package=PACKAGE):
                 yield os.path.join(folder, name)
 
 
-def check(root, allowed=(), root_scripts=()):
-    """(problems, allow-list entries used): every import that runs against the layers."""
-    problems, used = [], set()
+def check(root, root_scripts=()):
+    """Every import that runs against the layers, as a message naming the file and line."""
+    problems = []
     for path in python_files(root):
         rel = os.path.relpath(path, root).replace(os.sep, "/")
         module = _module_name(path, root)
@@ -131,16 +121,13 @@ def check(root, allowed=(), root_scripts=()):
                 problems.append(f"{rel}:{line}: imports {target}, whose part ssma_tf.{there} "
                                 "has no layer in LAYERS")
             elif layer_of(there) > layer_of(here):
-                if (rel, target) in allowed:
-                    used.add((rel, target))
-                    continue
                 problems.append(f"{rel}:{line}: {here or PACKAGE} (layer {layer_of(here)}) "
                                 f"imports {target} (layer {layer_of(there)}): a lower layer "
                                 "must not import a higher one")
             elif (here, there) in APART:
                 problems.append(f"{rel}:{line}: {here} imports {target}, a same-layer sibling "
                                 f"it must not import ({APART[here, there]})")
-    return problems, used
+    return problems
 
 
 def _root_scripts():
@@ -148,15 +135,8 @@ def _root_scripts():
 
 
 def test_no_lower_layer_imports_a_higher_one():
-    problems, _ = check(ROOT, ALLOWED, _root_scripts())
+    problems = check(ROOT, _root_scripts())
     assert not problems, "import direction violations:\n" + "\n".join(problems)
-
-
-def test_allow_list_holds_only_imports_that_still_exist():
-    _, used = check(ROOT, ALLOWED, _root_scripts())
-    stale = sorted(set(ALLOWED) - used)
-    assert not stale, ("allow-list entries no longer needed, remove them from ALLOWED: "
-                       + ", ".join(f"{path} -> {target}" for path, target in stale))
 
 
 def test_every_module_parses_and_belongs_to_a_layer():
@@ -223,7 +203,7 @@ def _fake_package(root, files):
         _write(root, f"ssma_tf/{package}/__init__.py", "")
     for rel, text in files.items():
         _write(root, rel, text)
-    return check(str(root), root_scripts={"evaluate"})[0]
+    return check(str(root), root_scripts={"evaluate"})
 
 
 @pytest.mark.parametrize("rel,text,expected", [
