@@ -1,6 +1,7 @@
 """Atomic file and folder writes: nothing appears under the final name until it is complete."""
 
 import contextlib
+import json
 import os
 import shutil
 
@@ -66,3 +67,11 @@ def write_png(path, image):
         raise InputError(f"{path}: cannot encode PNG")
     with atomic_write(str(path), "wb") as handle:
         handle.write(encoded.tobytes())
+
+
+def read_json(path):
+    """The JSON value in `path`, or None when there is no such file."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)

@@ -6,7 +6,7 @@ import platform
 import subprocess
 import sys
 
-from ssma_tf.io_utils import atomic_write
+from ssma_tf.io_utils import atomic_write, read_json
 
 RUN_INFO = "run_info.json"
 
@@ -46,8 +46,4 @@ def write_run_info(folder, config, modality_specs=None, extra=None):
 
 def read_run_info(folder):
     """The run_info dict in `folder`, or None."""
-    path = os.path.join(folder, RUN_INFO)
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    return read_json(os.path.join(folder, RUN_INFO))

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from ssma_tf.data.pipeline import eval_dataset
 from ssma_tf.evaluation.evaluator import evaluate, select_output
-from ssma_tf.io_utils import atomic_write
+from ssma_tf.io_utils import atomic_write, read_json
 from ssma_tf.training.run_info import RUN_INFO
 
 BEST_FOLDER = "best"
@@ -39,11 +39,7 @@ def score(model, dataset, config):
 
 def read_best(folder):
     """The best.json dict in `folder`, or None."""
-    path = os.path.join(folder, BEST_JSON)
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    return read_json(os.path.join(folder, BEST_JSON))
 
 
 def write_best(folder, info):
