@@ -185,6 +185,24 @@ def test_the_step_loss_is_the_weighted_sum_and_a_high_threshold_selects_nothing(
     assert logs["fm_loss"] > 0.0
 
 
+def test_in_the_step_only_the_image_d_scores_above_threshold_st_self_trains():
+    fw = make("rgb", d_dropout=0.0)          # no dropout anywhere: scores are repeatable
+    fw.step.assign(1)
+    data = batches(["rgb"], seed=1)
+    logits = fw.model(data[1], training=True)["logits"]
+    scores = tf.nn.sigmoid(fw.discriminate(tf.nn.softmax(logits), data[1])["logit"])
+    scores = scores.numpy().ravel()
+    assert scores[0] != scores[1]
+    fw.config = fw.config.replace(threshold_st=float(scores.mean()))
+    best = int(np.argmax(scores))
+    row = logits[best].numpy().astype(np.float64)
+    log_probs = row - np.log(np.exp(row).sum(-1, keepdims=True))
+    expected = float(np.mean(-log_probs.max(-1)))     # CE against its own argmax
+    logs = {k: float(v) for k, v in fw.train_step(*data).items()}
+    assert logs["st_fraction"] == 0.5
+    assert logs["st_loss"] == pytest.approx(expected, rel=1e-5)
+
+
 def test_the_supervised_only_phase_leaves_the_discriminator_alone():
     fw = make("rgb", sup_only_steps=1)
     d_before = [w.numpy().copy() for w in fw.discriminator.trainable_weights]
