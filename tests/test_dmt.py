@@ -1,0 +1,90 @@
+"""DMT: dynamic mutual weights and class-balanced selection against hand-computed numbers;
+the `dmt` framework's train step and a short trainer run."""
+
+import math
+
+import numpy as np
+import pytest
+
+from ssma_tf.frameworks import dmt_loss
+from ssma_tf.frameworks.losses import segmentation_loss
+
+# 1x2x2, two classes. Pixel: (p, pseudo label y, other model's confidence q)
+#   A ([0.8, 0.2], 0, 0.6): agree                    -> 0.8 ** g1
+#   B ([0.7, 0.3], 1, 0.6): disagree, m=0.7 > q      -> 0
+#   C ([0.6, 0.4], 1, 0.9): disagree, m=0.6 <= q     -> 0.4 ** g2
+#   D ([0.55, 0.45], 1, 0.55): disagree, tie m == q  -> 0.45 ** g2 (the code's m > q test)
+PROBS = np.array([[[[0.8, 0.2], [0.7, 0.3]], [[0.6, 0.4], [0.55, 0.45]]]], np.float32)
+PSEUDO = np.array([[[0, 1], [1, 1]]], np.int32)
+CONF = np.array([[[0.6, 0.6], [0.9, 0.55]]], np.float32)
+
+
+def test_dynamic_weights_each_case():
+    weights = dmt_loss.dynamic_mutual_weights(PROBS, PSEUDO, CONF, gamma1=2.0, gamma2=3.0)
+    np.testing.assert_allclose(weights.numpy(), [[[0.64, 0.0], [0.064, 0.091125]]], rtol=1e-5)
+
+
+def test_dynamic_weights_gamma_zero_is_one_or_zero():
+    weights = dmt_loss.dynamic_mutual_weights(PROBS, PSEUDO, CONF, gamma1=0.0, gamma2=0.0)
+    np.testing.assert_allclose(weights.numpy(), [[[1.0, 0.0], [1.0, 1.0]]])
+
+
+def test_dynamic_loss_through_pixel_weights():
+    """D ignored: sum(w * -log p[y]) over A, B, C / 3 valid pixels
+    = (0.64 * -ln 0.8 + 0 + 0.064 * -ln 0.4) / 3 = 0.0671515."""
+    pseudo = np.array([[[0, 1], [1, 255]]], np.int32)
+    weights = dmt_loss.dynamic_mutual_weights(PROBS, pseudo, CONF, gamma1=2.0, gamma2=3.0)
+    loss = segmentation_loss(pseudo, np.log(PROBS), num_classes=2, global_batch_size=1,
+                             pixel_weights=weights)
+    expected = (0.64 * -math.log(0.8) + 0.064 * -math.log(0.4)) / 3
+    assert expected == pytest.approx(0.0671515, abs=1e-6)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+# Class 0: confidences 0.9, 0.8, 0.8 (a tie), 0.6, 0.5; class 1: 0.95, 0.7, 0.4, 0.3;
+# class 2: no pixel.
+LABELS = np.array([[0, 0, 0, 0, 0, 1, 1, 1, 1]], np.int32)
+SCORES = np.array([[0.9, 0.8, 0.8, 0.6, 0.5, 0.95, 0.7, 0.4, 0.3]], np.float32)
+E = dmt_loss.EMPTY_THRESHOLD
+CASES = [
+    # r = 0.4, code: class 0 int(2.0)=2 -> sorted[-3] = 0.8 (3 kept, the tie included);
+    # class 1 int(1.6)=1 -> sorted[-2] = 0.7; class 2 empty -> 1e-5.
+    (0.4, "code", [0.8, 0.7, E], [0, 0, 0, 255, 255, 1, 1, 255, 255]),
+    # r = 0.4, paper: top 2 of class 0 -> 0.8 (the tie keeps a third); top 1 of class 1.
+    (0.4, "paper", [0.8, 0.95, 0.0], [0, 0, 0, 255, 255, 1, 255, 255, 255]),
+    # r = 0.2, code: class 0 int(1.0)=1 -> sorted[-2] = 0.8; class 1 int(0.8)=0 -> 1e-5.
+    (0.2, "code", [0.8, E, E], [0, 0, 0, 255, 255, 1, 1, 1, 1]),
+    (0.2, "paper", [0.9, 0.0, 0.0], [0, 255, 255, 255, 255, 1, 1, 1, 1]),
+    # r = 1: the minimum, every pixel kept.
+    (1.0, "code", [0.5, 0.3, E], [0, 0, 0, 0, 0, 1, 1, 1, 1]),
+    (1.0, "paper", [0.5, 0.3, E], [0, 0, 0, 0, 0, 1, 1, 1, 1]),
+]
+
+
+@pytest.mark.parametrize("ratio,rule,thresholds,selected", CASES)
+def test_class_balanced_selection(ratio, rule, thresholds, selected):
+    found = dmt_loss.class_thresholds(LABELS, SCORES, 3, ratio, subsample=1, rule=rule)
+    np.testing.assert_allclose(found, thresholds, rtol=1e-6)
+    labels = dmt_loss.select_pseudo_labels(LABELS, SCORES, found)
+    np.testing.assert_array_equal(labels, [selected])
+    found_tf = dmt_loss.class_thresholds_tf(LABELS, SCORES, 3, ratio, subsample=1, rule=rule)
+    np.testing.assert_allclose(found_tf.numpy(), thresholds, rtol=1e-6)
+    labels_tf = dmt_loss.select_pseudo_labels_tf(LABELS, SCORES, found_tf)
+    np.testing.assert_array_equal(labels_tf.numpy(), [selected])
+
+
+def test_selection_subsamples_every_kth_pixel():
+    """subsample=2 uses pixels 0, 2, 4, 6, 8: class 0 {0.9, 0.8, 0.5}, class 1 {0.7, 0.3};
+    r = 0.5, code: class 0 int(1.5)=1 -> sorted[-2] = 0.8; class 1 int(1.0)=1 -> 0.3."""
+    found = dmt_loss.class_thresholds(LABELS, SCORES, 3, 0.5, subsample=2)
+    np.testing.assert_allclose(found, [0.8, 0.3, E], rtol=1e-6)
+    found_tf = dmt_loss.class_thresholds_tf(LABELS, SCORES, 3, 0.5, subsample=2)
+    np.testing.assert_allclose(found_tf.numpy(), [0.8, 0.3, E], rtol=1e-6)
+
+
+def test_selection_keeps_ignored_and_rejects_unknown_rule():
+    labels = np.array([255, 0], np.int32)
+    out = dmt_loss.select_pseudo_labels(labels, np.array([0.0, 0.1]), [0.5, 0.5])
+    np.testing.assert_array_equal(out, [255, 255])
+    with pytest.raises(ValueError):
+        dmt_loss.class_thresholds(labels, labels, 2, 0.5, rule="other")
