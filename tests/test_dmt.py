@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from ssma_tf.frameworks import dmt_loss
 from ssma_tf.frameworks.losses import segmentation_loss
@@ -88,3 +89,65 @@ def test_selection_keeps_ignored_and_rejects_unknown_rule():
     np.testing.assert_array_equal(out, [255, 255])
     with pytest.raises(ValueError):
         dmt_loss.class_thresholds(labels, labels, 2, 0.5, rule="other")
+
+
+# --- the framework -------------------------------------------------------------------------
+
+from test_frameworks_ssl import batches, make, run_steps  # noqa: E402
+
+from ssma_tf.training.checkpoints import restore_eval_model  # noqa: E402
+from ssma_tf.training.trainer import train  # noqa: E402
+from trainer_data import tiny_config, write_records  # noqa: E402
+
+OTHER_CHOICES = {"dmt_selection": "paper", "dmt_normalize": "separate",
+                 "dmt_labeler_train_mode": True, "dmt_ratio": 1.0}
+
+
+@pytest.mark.parametrize("labeler,keys", [("frozen", {"dmt_ratio": 0.5}),
+                                          ("live", OTHER_CHOICES)])
+def test_dmt_graph_step_trains_both_networks(labeler, keys):
+    fw = make("dmt", dmt_labeler=labeler, dmt_subsample=1, **keys)
+    data = batches(["depth", "rgb"])
+    before = [[w.numpy() for w in m.trainable_weights] for m in (fw.model, fw.model2)]
+    logs = run_steps(fw, 2, data, graph=True)[0]
+    assert all(np.isfinite(v) for v in logs.values()), logs
+    assert {"loss", "supervised_loss", "supervised_loss2", "mutual_loss", "mutual_loss2",
+            "pseudo_kept", "mean_weight", "learning_rate"} <= set(logs)
+    if keys["dmt_ratio"] < 1:
+        assert 0.0 < logs["pseudo_kept"] < 1.0 and 0.0 < logs["pseudo_kept2"] < 1.0
+    else:                         # r = 1 keeps every pixel (no padding in these inputs)
+        assert logs["pseudo_kept"] == logs["pseudo_kept2"] == 1.0
+    assert 0.0 < logs["mean_weight"] <= 1.0
+    assert logs["mutual_loss"] > 0.0 and logs["mutual_loss2"] > 0.0
+    for weights, model in zip(before, (fw.model, fw.model2)):
+        assert any(not np.allclose(b, a.numpy()) for b, a in zip(weights, model.trainable_weights))
+    if labeler == "frozen":      # after two steps the labellers still hold the start weights
+        for frozen, start in zip(fw.labeler1.trainable_weights, before[0]):
+            np.testing.assert_array_equal(frozen.numpy(), start)
+        assert {"labeler1", "labeler2", "model2"} <= set(fw.checkpoint_items())
+    else:
+        assert "labeler1" not in fw.checkpoint_items()
+    for name in ("supervised_loss2", "mutual_loss2", "pseudo_kept", "mean_weight"):
+        assert name in fw.log_reductions
+
+
+def test_dmt_pseudo_labels_are_the_class_balanced_selection():
+    fw = make("dmt", dmt_ratio=0.5, dmt_subsample=1)
+    inputs = batches(["depth", "rgb"])[1]
+    labels, confidence = fw.pseudo_labels(fw.model, inputs)
+    probs = tf.nn.softmax(fw.model(inputs, training=False)["logits"]).numpy()
+    expected = dmt_loss.select_pseudo_labels(
+        probs.argmax(-1), probs.max(-1),
+        dmt_loss.class_thresholds(probs.argmax(-1), probs.max(-1), 3, 0.5, subsample=1))
+    np.testing.assert_array_equal(labels.numpy(), expected)
+    np.testing.assert_allclose(confidence.numpy(), probs.max(-1), rtol=1e-5)
+
+
+def test_dmt_trains_through_the_trainer(tmp_path):
+    records = write_records(tmp_path)
+    config = tiny_config(tmp_path, records, framework="dmt", unlabeled_data=records,
+                         max_iteration=2, summary_step=0)
+    train(config)
+    restored = restore_eval_model(config)
+    logits = restored({"rgb": np.ones((1, 32, 64, 3), "float32")}, training=False)["logits"]
+    assert tuple(logits.shape) == (1, 32, 64, 2) and np.all(np.isfinite(logits))
