@@ -151,3 +151,29 @@ def test_dmt_trains_through_the_trainer(tmp_path):
     restored = restore_eval_model(config)
     logits = restored({"rgb": np.ones((1, 32, 64, 3), "float32")}, training=False)["logits"]
     assert tuple(logits.shape) == (1, 32, 64, 2) and np.all(np.isfinite(logits))
+
+
+def _plain_builder():
+    """Conv-BN-ReLU-conv without dropout: two frameworks with equal weights compute equal
+    losses."""
+    import keras
+    inputs = {m: keras.Input((None, None, c), name=m) for m, c in (("rgb", 3), ("depth", 1))}
+    x = keras.layers.Concatenate()([inputs["rgb"], inputs["depth"]])
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3,
+                                                                                  padding="same")(x)))
+    return keras.Model(inputs, {"logits": keras.layers.Conv2D(3, 1)(x)})
+
+
+def test_dmt_batch_normalisation_divides_both_terms_by_the_whole_batch():
+    """L = U = 2: "batch" divides by L + U = 4, "separate" by 2, so every term halves."""
+    from test_frameworks_ssl import make_config
+
+    from ssma_tf.frameworks.build import build_framework
+    frameworks = [build_framework(make_config("dmt", dmt_normalize=mode),
+                                  model_builder=_plain_builder) for mode in ("batch", "separate")]
+    for name in ("model", "model2", "labeler1", "labeler2"):
+        getattr(frameworks[1], name).set_weights(getattr(frameworks[0], name).get_weights())
+    data = batches(["depth", "rgb"])
+    batch, separate = (run_steps(fw, 1, data)[0] for fw in frameworks)
+    for name in ("supervised_loss", "supervised_loss2", "mutual_loss", "mutual_loss2"):
+        assert batch[name] == pytest.approx(0.5 * separate[name], rel=1e-5), name
