@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = {"train": 1.1, "inference": 4.3}  # img/s, M3L PyTorch, same 2-core CPU
@@ -39,14 +38,9 @@ def _inputs(batch, size):
 
 
 def _images_per_second(fn, batch, steps):
-    fn()  # compile / trace
-    fn()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return batch / sorted(times)[len(times) // 2]
+    from timing import median_seconds  # bench/timing.py (this script's folder is on the path)
+
+    return batch / median_seconds(fn, steps)
 
 
 def _load():
