@@ -189,7 +189,7 @@ def bench_ours(name, spec, precision, args):
 # ---------------------------------------------------------------- PyTorch references
 
 def torch_deeplab_v3plus(num_classes):
-    """DeepLab-v3+ R101 (UniMatch's head, unimatch.md section 2; random init)."""
+    """DeepLab-v3+ R101 (UniMatch's head; random init)."""
     import torch
     import torchvision
     from torch import nn

@@ -41,7 +41,7 @@ def _by_path(model):
 
 
 def test_v3plus_parameter_counts_match_unimatch_at_21_classes():
-    # unimatch.md §2.2: log "Total params" 59.5 M (R101) / 40.5 M (R50) for the Pascal
+    # UniMatch's log "Total params" 59.5 M (R101) / 40.5 M (R50) for the Pascal
     # config (nclass 21); backbone 42.62 M / 23.63 M + head 16.84 M. PyTorch counts
     # parameters only: Keras' trainable weights (BN moving statistics are buffers).
     for depth, total, backbone in ((101, 59.5e6, 42.62e6), (50, 40.5e6, 23.63e6)):
@@ -58,7 +58,7 @@ def test_v3plus_parameter_counts_match_unimatch_at_21_classes():
 
 
 def _coco_deeplab_v2_table(num_classes=21):
-    """(key, torch shape) of `resnet101COCO-41f33a49.pth` from weights.md §7's table."""
+    """(key, torch shape) of `resnet101COCO-41f33a49.pth` from the COCO file's table."""
     table = [("conv1.weight", (64, 3, 7, 7))]
     table += [(f"bn1.{v}", (64,)) for v in ("weight", "bias", "running_mean", "running_var")]
 
@@ -86,7 +86,7 @@ def _coco_deeplab_v2_table(num_classes=21):
 
 def test_v2_variables_are_the_coco_files_tensors_name_for_name():
     table = _coco_deeplab_v2_table(21)
-    assert len(table) == 528                      # the file's tensor count (weights.md §7)
+    assert len(table) == 528                      # the file's tensor count
     model = build_deeplab_v2(21)
     variables = _by_path(model)
     assert len(variables) == len(model.weights) == 528
@@ -110,7 +110,7 @@ def test_v2_variables_are_the_coco_files_tensors_name_for_name():
 
 
 def test_u2pl_preset_variables_match_u2pl_snapshot_count():
-    # weights.md §8: U2PL's model state has 711 tensors at 21 classes: 636 encoder
+    # U2PL's model state has 711 tensors at 21 classes: 636 encoder
     # (106 of them num_batches_tracked) + the decoder. Without num_batches_tracked (one
     # per BN: 106 + 11 in the decoder) and the 14 tensors of the representation head
     # (not built here) that leaves 580; bias on low_conv and both classifier 3x3 convs.

@@ -150,6 +150,7 @@ def test_crop_padding_gets_no_pseudo_label():
 
 # --- frameworks --------------------------------------------------------------------------
 
+from framework_testing import NUM_CLASSES, H, L, U, W, batches  # noqa: E402
 from ssma_tf.config import config_from_dict  # noqa: E402
 from ssma_tf.frameworks import get_framework  # noqa: E402
 from ssma_tf.frameworks.build import build_framework  # noqa: E402
@@ -158,7 +159,6 @@ from ssma_tf.frameworks.mean_teacher import ema_decay  # noqa: E402
 from ssma_tf.frameworks.pseudo_balance import PriorBalance  # noqa: E402
 from ssma_tf.registry import FRAMEWORKS  # noqa: E402
 
-NUM_CLASSES, H, W, L, U = 3, 32, 64, 2, 2
 SSL = ["supervised_moddrop", "mean_teacher", "mean_teacher_moddrop", "cps", "m3l"]
 
 
@@ -208,15 +208,6 @@ def make(framework, model="inline", **overrides):
     return build_framework(make_config(framework, model, **overrides),
                            model_builder=BUILDERS[model][0])
 
-
-def batches(modalities, seed=0):
-    rng = np.random.default_rng(seed)
-
-    def inputs(n):
-        return {m: tf.constant(rng.normal(size=(n, H, W, 1 if m == "depth" else 3)), tf.float32)
-                for m in modalities}
-    labels = tf.constant(rng.integers(0, NUM_CLASSES, (L, H, W)), tf.int32)
-    return (inputs(L), labels), inputs(U)
 
 
 def run_steps(fw, count, data, graph=False):

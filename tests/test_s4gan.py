@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from framework_testing import NUM_CLASSES, H, L, U, W, batches
 from ssma_tf.config import config_from_dict
 from ssma_tf.frameworks import s4gan
 from ssma_tf.frameworks.build import build_framework
@@ -15,9 +16,6 @@ from ssma_tf.training import checkpoints
 from ssma_tf.training.checkpoints import restore_eval_model
 from ssma_tf.training.trainer import train
 from trainer_data import tiny_config, write_records
-
-NUM_CLASSES, H, W, L, U = 3, 32, 64, 2, 2
-
 
 # --- the loss terms, by hand -------------------------------------------------------------
 
@@ -111,15 +109,6 @@ def make(kind, **overrides):
         "d_channels": 4, "lr_multipliers": {"decoder": 10.0}, **overrides})
     return build_framework(config, model_builder=builder)
 
-
-def batches(modalities, seed=0):
-    rng = np.random.default_rng(seed)
-
-    def inputs(n):
-        return {m: tf.constant(rng.normal(size=(n, H, W, 1 if m == "depth" else 3)), tf.float32)
-                for m in modalities}
-    labels = tf.constant(rng.integers(0, NUM_CLASSES, (L, H, W)), tf.int32)
-    return (inputs(L), labels), inputs(U)
 
 
 @pytest.mark.parametrize("kind, channels", [("rgbd", 3 + 3 + 1), ("rgb", 3 + 3)])

@@ -1,7 +1,7 @@
-"""DMT, one mutual-training round (Feng et al., Pattern Recognition 2022; semi.md §2).
+"""DMT, one mutual-training round (Feng et al., Pattern Recognition 2022).
 
 Two networks, differently initialised (fresh builds draw different weights; the released
-recipe starts one from COCO and one from ImageNet weights, semi.md §2.1), each with its own
+recipe starts one from COCO and one from ImageNet weights), each with its own
 optimizer. Network k learns from the labels and from the OTHER network's pseudo labels:
   L_k = CE(f_k(x_l), y) + sum_pixels w * CE(f_k(x_u), y_other)
 with y_other / q_other the other labeller's class-balanced pseudo labels and confidences

@@ -1,7 +1,7 @@
-"""DMT (Feng et al., Pattern Recognition 2022; semi.md §2): dynamic mutual loss weights and
+"""DMT (Feng et al., Pattern Recognition 2022): dynamic mutual loss weights and
 the labelling step's class-balanced pseudo-label selection.
 
-Dynamic weights (`dynamic_mutual_weights`, semi.md §2.5, the released DynamicMutualLoss):
+Dynamic weights (`dynamic_mutual_weights`, the released DynamicMutualLoss):
 per pixel, with p the current model's softmax (no gradient), d = argmax p, m = max p, and
 the other model's pseudo label y and confidence q:
   agree (d == y):              w = p[y] ** gamma1
@@ -10,7 +10,7 @@ the other model's pseudo label y and confidence q:
 (a tie m == q falls in the last case). The weights enter `losses.segmentation_loss` through
 its `pixel_weights`; ignored pseudo pixels have CE 0 whatever their weight.
 
-Selection (`class_thresholds`, `select_pseudo_labels`, semi.md §2.3): the labeller's argmax
+Selection (`class_thresholds`, `select_pseudo_labels`): the labeller's argmax
 y and max probability q over the whole unlabeled set; every 16th pixel is kept for the
 statistics; per predicted class c with n_c sampled pixels sorted ascending, the threshold
   rule "code" (default, the released code): k_c = sorted[-int(n_c * r) - 1], i.e. the

@@ -1,8 +1,8 @@
 """s4GAN (Mittal, Tatarchenko, Brox, TPAMI 2019): a discriminator on [class map | image]
 gates self-training and supplies a feature-matching loss; there is no adversarial loss.
 
-Written from the facts of the team's research note (semi.md §1, read from the released code
-sud0301/semisup-semseg at 586609b); no code is taken from it.
+Written from the released code's behaviour (sud0301/semisup-semseg at 586609b) as a
+description; no code is taken from it.
 
 Discriminator D (built here for any model, not a registered model): its input is the C-map
 (softmax of the segmenter's "logits", or the one-hot truth) concatenated with every input

@@ -1,4 +1,4 @@
-"""DeepLab-v2 and DeepLab-v3+ on a ResNet-v1 backbone (research/semi.md §0, unimatch.md §2).
+"""DeepLab-v2 and DeepLab-v3+ on a ResNet-v1 backbone.
 
 Contract (SSMA reuses the encoder per modality and fuses its outputs key by key):
 - `build_deeplab_encoder(channels, version=...)`: keras.Model, [B,H,W,C] -> a dict:
@@ -8,7 +8,7 @@ Contract (SSMA reuses the encoder per modality and fuses its outputs key by key)
   at `reference`'s H x W}.
 - `build_deeplab_v2` / `build_deeplab_v3plus`: {modality: image} -> encoder -> decoder.
 
-DeepLab-v2 (s4GAN, DMT; semi.md §0.1, weights.md §7). Default backbone = the COCO
+DeepLab-v2 (s4GAN, DMT). Default backbone = the COCO
 DeepLab-v2 file's layout: ResNet-101 with Caffe strides (`stride_in_1x1`), OS 8 with every
 block of layer3 / layer4 at dilation 2 / 4 (`dilation_style="all"`), ceil-mode stem pool.
 Head ("layer5", the ASPP-v2 classifier): four 3x3 convs 2048 -> C with bias at dilations
@@ -23,19 +23,19 @@ Weight import: the head's convs are `layer5_conv2d_list_{i}` (rule in resnet_v1.
 `resnet_v1.torch_key_to_keras` maps every key of `resnet101COCO-41f33a49.pth`.
 
 DeepLab-v3+ (`head`; the encoder/decoder split is the same in all three):
-- "standard" (default): UniMatch / ST++ (unimatch.md §2.2; the decoder CPS uses too):
+- "standard" (default): UniMatch / ST++ (the decoder CPS uses too):
   ASPP of 1x1, three 3x3 atrous, image pooling (GAP, 1x1), each conv bias-free + BN + ReLU,
   concat (1280) -> 1x1 256 + BN + ReLU (-> dropout `dropout`, default 0: UniMatch has
   none); low-level 1x1 -> 48 + BN + ReLU; ASPP upsampled to the low-level size, concat
   [aspp, low_level] -> two 3x3 256 + BN + ReLU -> 1x1 classifier with bias. Default
   backbone: ResNet-101, deep stem, v1.5 strides, OS 16 (layer4 dilations 1, 2, 2), floor
   pool: 59.47 M parameters at 21 classes, as UniMatch's log (59.5 M; R50 40.5 M).
-- "torchsemiseg": CPS / Mean Teacher's ASPP (semi.md §0.3): concat of the 1x1 and three
+- "torchsemiseg": CPS / Mean Teacher's ASPP: concat of the 1x1 and three
   3x3 maps -> BN -> LeakyReLU(0.01) -> 1x1 256; image pooling GAP -> 1x1 256 -> BN ->
   LeakyReLU -> 1x1 256, added (not concatenated); then BN -> LeakyReLU. Decoder as
-  "standard". (Reading of the semi.md text; the order of the pool branch's BN/1x1 is
+  "standard". (A reading of the facts; the order of the pool branch's BN/1x1 is
   inferred.) With `V3PLUS_PRESETS["torchsemiseg"]`: R50, OS 16, multi-grid (2, 4, 8).
-- "u2pl": U2PL (semi.md §0.2): ASPP concat [pool, 1x1, 3 atrous] (1280, no projection)
+- "u2pl": U2PL: ASPP concat [pool, 1x1, 3 atrous] (1280, no projection)
   -> 3x3 256 + BN + ReLU + Dropout2d(0.1) = "aspp"; low-level 1x1 -> **256** (with bias,
   as U2PL's 711-tensor snapshot implies) + BN + ReLU; decoder [3x3 256 with bias, BN, ReLU,
   Dropout2d 0.1] x 2 -> 1x1 classifier. U2PL returns logits at stride 4; this decoder,

@@ -27,7 +27,7 @@ def batch_norm(name=None, **kwargs) -> keras.layers.BatchNormalization:
 
 def synchronize_batch_norm(model):
     """Make every BatchNormalization inside `model` (nested models and layers included)
-    compute its training statistics over all replicas of the tf.distribute strategy it runs
+    compute its training statistics over all replicas of the distribution strategy it runs
     under; returns `model`.
 
     Keras reads `BatchNormalization.synchronized` each time the layer is called (in

@@ -1,4 +1,4 @@
-"""Post-activation ResNet-50/101 ("v1") as the DeepLab models use it (research/semi.md §0).
+"""Post-activation ResNet-50/101 ("v1") as the DeepLab models use it.
 
 `resnet_v1_features(x, ...)` applies the network to a Keras tensor and returns the feature
 pyramid {"P2": layer1 (stride 4), "P3": layer2 (8), "P4": layer3 (16, or 8 at OS 8),
@@ -28,12 +28,12 @@ Variants, each an option (the DeepLab builders pick the defaults per model):
 
 Padding is PyTorch's: strided convs with k > 1 (the 7x7 stem, the deep stem's first conv,
 v1.5's strided 3x3) use explicit symmetric ZeroPadding2D + "valid" (Keras "same" pads
-(0, 1) on even sizes, research/weights.md §1); stride-1 convs use "same", which is exact.
+(0, 1) on even sizes); stride-1 convs use "same", which is exact.
 BatchNorm: epsilon 1e-5, momentum 0.9 (PyTorch's eps 1e-5 / momentum 0.1). Convs have no
 bias; kernels use the house He truncated-normal init.
 
 Layer names mirror the PyTorch state-dict module paths (torchvision, DeepLab-v2 COCO file,
-U2PL deep stem; research/weights.md §6.1, §7, §8). The rule: replace "." by "_", except
+U2PL deep stem). The rule: replace "." by "_", except
 `downsample.0` -> `downsample_conv` and `downsample.1` -> `downsample_bn`; prefix with
 `<name>_` when a name prefix is given:
 
