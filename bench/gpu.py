@@ -7,6 +7,13 @@ keras wheels travel in .whl/, carried as an ignored path):
         --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD && \
         KERAS_BACKEND=jax python3 bench/gpu.py --out $OUT/gpu.json
 
+The wheels (pass `carry: [".whl"]` to the device tool; .whl/ is git-ignored), for Python 3.12:
+
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+        keras==3.15.1 namex optree typing_extensions
+
 Local smoke (CPU): KERAS_BACKEND=jax JAX_PLATFORMS=cpu python bench/gpu.py --smoke [--skip-torch]
 
 Per model and precision (fp32; bf16 = keras policy "mixed_bfloat16" set before building,
