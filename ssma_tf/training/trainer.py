@@ -207,7 +207,9 @@ def train(config, model_builder=None):
 
     labeled_it, unlabeled_it = _datasets(config, strategy, framework, config.seed + start)
     step_fn = make_step_fn(config, strategy, framework)
-    supervised_until = config.sup_only_steps if framework.uses_unlabeled else 0
+    # a semi-supervised framework that reads sup_only_steps trains on labels alone first
+    supervised_until = config.sup_only_steps if framework.uses_unlabeled and \
+        "sup_only_steps" in config else 0
     if supervised_until > start:
         supervised_fn = make_step_fn(config, strategy, framework, supervised_only=True)
     summaries = Summaries(os.path.join(ckpt_dir, "train") if chief else None, config, specs)
