@@ -18,11 +18,9 @@ import yaml
 
 from ssma_tf import registry
 from ssma_tf.errors import ConfigError
-from ssma_tf.registry import Key
+from ssma_tf.registry import REGISTRIES, Key
 
 LR_GROUPS = ("encoder", "decoder", "norm")
-REGISTRIES = {"model": registry.MODELS, "backbone": registry.BACKBONES,
-              "framework": registry.FRAMEWORKS}
 
 
 def _k(type_, default, doc, choices=()):

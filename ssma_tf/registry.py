@@ -90,6 +90,8 @@ MODELS = Registry("model")
 BACKBONES = Registry("backbone")
 FRAMEWORKS = Registry("framework")
 
+REGISTRIES = {"model": MODELS, "backbone": BACKBONES, "framework": FRAMEWORKS}  # by Key.component
+
 register_model = MODELS.register
 register_backbone = BACKBONES.register
 register_framework = FRAMEWORKS.register

@@ -15,7 +15,6 @@ from ssma_tf import registry
 from ssma_tf.errors import ConfigError
 
 DEFAULT_CHANNELS = {"depth": 1}     # raw depth; every other modality is 3-channel
-REGISTRIES = {"model": registry.MODELS, "backbone": registry.BACKBONES}
 
 
 def default_channels(modalities):
@@ -45,7 +44,7 @@ def component_options(entry, config, core_args=None):
             continue
         value = getattr(config, key)
         if spec.component:
-            sub = REGISTRIES[spec.component].get(value)
+            sub = registry.REGISTRIES[spec.component].get(value)
             value = Component(sub, component_options(sub, config))
         options[spec.arg or key] = value
     for arg, key in entry.info.get("core_args", {}).items():
@@ -62,7 +61,7 @@ def crop_multiple(config):
         multiple = math.lcm(multiple, entry.info.get("crop_multiple", 1))
         for key, spec in entry.keys.items():
             if spec.component:
-                pending.append(REGISTRIES[spec.component].get(getattr(config, key)))
+                pending.append(registry.REGISTRIES[spec.component].get(getattr(config, key)))
     return multiple
 
 
