@@ -5,7 +5,8 @@ functions, relative ones resolved), nothing is imported. Layers, low to high:
 
     0  errors, io_utils, config (and the ssma_tf package itself)
     1  data, datasets, models, visualization
-    2  optim (optimizers and LR schedules, below every framework)
+    2  optim (optimizers and LR schedules, below every framework), weights (pretrained-weight
+       readers and importers, below training's init_checkpoint)
     3  frameworks, evaluation
     4  training
     5  export, runs (a trained run loaded for the command-line tools)
@@ -28,7 +29,7 @@ PACKAGE = "ssma_tf"
 LAYERS = {
     "errors": 0, "io_utils": 0, "registry": 0, "config": 0,
     "data": 1, "datasets": 1, "models": 1, "visualization": 1,
-    "optim": 2,
+    "optim": 2, "weights": 2,
     "frameworks": 3, "evaluation": 3,
     "training": 4,
     "export": 5, "runs": 5,

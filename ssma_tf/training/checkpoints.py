@@ -11,6 +11,7 @@ from ssma_tf.errors import ConfigError
 from ssma_tf.frameworks import get_framework
 from ssma_tf.models import factory
 from ssma_tf.training.run_info import read_run_info
+from ssma_tf.weights.assign import variables_by_path
 
 
 class ModelVariables(tf.Module):
@@ -20,11 +21,7 @@ class ModelVariables(tf.Module):
 
     def __init__(self, model):
         super().__init__()
-        by_path = {}
-        for index, variable in enumerate(model.weights):
-            key = variable.path if variable.path not in by_path else f"{variable.path}#{index}"
-            by_path[key] = variable
-        self.by_path = by_path
+        self.by_path = variables_by_path(model)
 
 
 def trackable(items):
