@@ -146,3 +146,80 @@ def test_a_one_channel_model_gets_the_channel_rule_on_its_stem(tmp_path):
         expected = nhwc(reference(torch_input(np.repeat(d, 3, axis=-1)))["P5"])
     ours = backbone_output(model, "layer4_0_relu")(d, training=False)
     assert np.abs(keras.ops.convert_to_numpy(ours) - expected).max() < TOLERANCE
+
+
+def randomize_keras(model, seed=0):
+    """Random weights everywhere (BN variances positive), so biases and BN stats matter."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([1 + 0.2 * rng.normal(size=c), 0.2 * rng.normal(size=c),
+                               0.2 * rng.normal(size=c), 0.5 + rng.uniform(size=c)])
+        elif layer.weights:   # kernels scaled to keep the activations O(1) at any depth
+            layer.set_weights([rng.normal(size=w.shape) * (0.5 / np.prod(w.shape[:-1]) ** 0.5
+                                                           if len(w.shape) > 1 else 0.05)
+                               for w in layer.weights])
+
+
+def save_legacy_h5(model, path, keras2_names=False):
+    """The applications' download layout: legacy HDF5, a group per layer (":0" names as
+    Keras 2 wrote them when `keras2_names`)."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, model)
+        if keras2_names:
+            names = []
+            handle.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset)
+                              else None)
+            for name in names:
+                handle.move(name, name + ":0")
+            for layer in handle.attrs["layer_names"]:
+                group = handle[layer]
+                group.attrs["weight_names"] = [n + ":0" for n in group.attrs["weight_names"]]
+    return path
+
+
+@pytest.mark.parametrize("application,backbone,keras2_names", [
+    ("ResNet50", "resnet50", True), ("ResNet101", "resnet101", False)])
+def test_keras_applications_resnet_matches_backbone_features(tmp_path, application, backbone,
+                                                             keras2_names):
+    reference = getattr(keras.applications, application)(weights=None,
+                                                          input_shape=(64, 64, 3))
+    randomize_keras(reference)
+    path = save_legacy_h5(reference, tmp_path / f"{backbone}_weights_tf_dim_ordering.h5",
+                          keras2_names)
+    if keras2_names:   # the file is what Keras itself loads by layer name
+        check = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
+        check.load_weights(str(path), by_name=True)
+        np.testing.assert_array_equal(check.get_layer("conv1_conv").bias.numpy(),
+                                      reference.get_layer("conv1_conv").bias.numpy())
+    config, model = build("deeplabv3plus", backbone=backbone, deep_stem=False,
+                          stride_in_1x1=True, output_stride=32, pool_ceil=False)
+    name, report = import_into(path, config, model)
+    assert name == "keras_resnet"
+    assert report.unused == []
+    assert any("predictions" in note for note in report.notes)
+    assert all(not p.startswith(("conv1", "bn1", "layer")) for p in report.lacking)
+    x = image(64, 64)
+    ours = backbone_output(model, "layer4_2_relu")(x, training=False)
+    features = keras.Model(reference.input, reference.get_layer("conv5_block3_out").output)
+    expected = keras.ops.convert_to_numpy(features(x, training=False))
+    assert np.abs(keras.ops.convert_to_numpy(ours) - expected).max() < TOLERANCE
+
+
+def test_a_model_built_unlike_the_source_gets_a_note(tmp_path):
+    path = save_torch(ResNet(width=0.25), tmp_path / "resnet50.pth")   # v1.5, floor pool
+    config, model = build("deeplabv2", **TINY)    # Caffe strides, ceil pool
+    _, report = import_into(path, config, model)
+    assert any("stride_in_1x1: False, the model has True" in note for note in report.notes)
+
+
+def test_keras_resnet_v2_is_refused(tmp_path):
+    reference = keras.applications.ResNet50V2(weights=None, include_top=False,
+                                              input_shape=(32, 32, 3))
+    path = save_legacy_h5(reference, tmp_path / "resnet50v2_notop.h5")
+    with pytest.raises(InputError, match="matches no known layout"):
+        importer_for(read_source(str(path)), "deeplabv3plus")

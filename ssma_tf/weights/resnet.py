@@ -86,10 +86,11 @@ def check_structure(source_blocks, source_deep_stem, leaves, what):
         f"{model_blocks} (backbone resnet50 = (3, 4, 6, 3), resnet101 = (3, 4, 23, 3))")
 
 
-def trained_with_notes(layout, config):
-    """Notes for the backbone options in which the model differs from the source's."""
+def trained_with_notes(trained_with, config):
+    """Notes for the backbone options ({key: value the source was trained with}) in which
+    the model differs from the source."""
     notes = []
-    for key, value in TRAINED_WITH[layout].items():
+    for key, value in trained_with.items():
         actual = config_value(config, key)
         if actual is not None and actual != value:
             notes.append(f"the source was trained with {key}: {value!r}, the model has "
@@ -106,7 +107,7 @@ def _map(layout):
         keys = [name[len(prefix):] for name in names]
         check_structure(block_counts(keys), "conv1.0.weight" in keys, leaves, source.path)
         mapping = Mapping()
-        mapping.notes.extend(trained_with_notes(layout, config))
+        mapping.notes.extend(trained_with_notes(TRAINED_WITH[layout], config))
         head_layer = "layer5/layer5_conv2d_list_0/kernel" in variables
         for name, key in zip(names, keys):
             if key.startswith("fc."):
