@@ -15,6 +15,7 @@ says when the model's backbone options differ from it, since the function then c
 
 import re
 
+from ssma_tf.errors import InputError
 from ssma_tf.models.resnet_v1 import torch_key_to_keras
 from ssma_tf.weights import torch_layout
 from ssma_tf.weights.assign import Mapping, variables_by_path
@@ -109,15 +110,20 @@ def _map(layout):
         mapping = Mapping()
         mapping.notes.extend(trained_with_notes(TRAINED_WITH[layout], config))
         head_layer = "layer5/layer5_conv2d_list_0/kernel" in variables
+        fc = [n for n, k in zip(names, keys) if k.startswith("fc.")]
+        head = [n for n, k in zip(names, keys) if k.startswith("layer5.") and not head_layer]
+        torch_layout.drop(mapping, fc, "the ImageNet classifier fc.* is not imported")
+        torch_layout.drop(mapping, head, "the DeepLab-v2 head layer5.* has no counterpart in "
+                                         "this model: not imported")
+        skipped = set(fc) | set(head)
         for name, key in zip(names, keys):
-            if key.startswith("fc."):
-                torch_layout.drop(mapping, [name])
+            if name in skipped:
                 continue
-            if key.startswith("layer5.") and not head_layer:
-                torch_layout.drop(mapping, [name])
-                continue
-            target = torch_key_to_keras(key)
-            if target is None:
+            try:
+                target = torch_key_to_keras(key)
+            except ValueError as exc:
+                raise InputError(f"{source.path}: {exc}") from None
+            if target is None:   # num_batches_tracked
                 torch_layout.drop(mapping, [name])
                 continue
             leaf = "/".join(target)
@@ -131,13 +137,6 @@ def _map(layout):
                 mapping.put(path, value, name)
             if key.startswith("layer5."):
                 mapping.head.add(path)
-        dropped = [n for n, k in zip(names, keys) if k.startswith("fc.")]
-        if dropped:
-            mapping.notes.append(f"the ImageNet classifier fc.* is not imported "
-                                 f"({len(dropped)} tensors)")
-        if any(k.startswith("layer5.") for k in keys) and not head_layer:
-            mapping.notes.append("the DeepLab-v2 head layer5.* has no counterpart in this "
-                                 "model: not imported")
         return mapping
 
     return map_torch_resnet
