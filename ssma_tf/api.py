@@ -156,6 +156,11 @@ class Segmenter:
     def __call__(self, **images):
         """Segments one sample: `images` maps modality names to numpy images or file paths;
         at least one modality must be given, the others are missing."""
+        return self.segment(images)
+
+    def segment(self, images, where=None):
+        """`__call__` with the images as a dict; `where` prefixes input errors (default the
+        model's source)."""
         from ssma_tf.data.sample_input import read_sample
         from ssma_tf.visualization import colorize
 
@@ -166,7 +171,7 @@ class Segmenter:
         given = {n: v for n, v in images.items() if v is not None}
         if not given:
             raise InputError(f"give at least one of the model's inputs: {', '.join(self.specs)}")
-        arrays = read_sample(given, self.specs, self.source)
+        arrays = read_sample(given, self.specs, where or self.source)
         probs = self._predict({n: a[None] for n, a in arrays.items()})[0]
         labels = np.argmax(probs, axis=-1).astype(np.int32)
         return Segmentation(labels, probs, colorize(labels, self.palette, ignore_label=-1),
@@ -181,6 +186,24 @@ class Segmenter:
             return arrays["rgb"]
         normalised = normalize(arrays, self.specs, self.depth_max)
         return display_image({n: x.numpy() for n, x in normalised.items()}, self.specs)
+
+
+def write_predictions(segmenter, samples, output_dir, where):
+    """Segments each (stem, {modality: path}) of `samples` and writes `<stem>_labels.png`
+    (uint8 train ids), `<stem>_color.png` and `<stem>_overlay.png` under `output_dir` (a
+    repeated stem gets `_<index>`); returns the number of samples written."""
+    from ssma_tf.visualization import write_png
+
+    used = set()
+    for index, (stem, paths) in enumerate(samples):
+        result = segmenter.segment(paths, f"{where} sample {index + 1} ({stem})")
+        name = stem if stem not in used else f"{stem}_{index}"
+        used.add(name)
+        base = os.path.join(output_dir, name)
+        write_png(f"{base}_labels.png", result.labels.astype(np.uint8))
+        write_png(f"{base}_color.png", result.colored)
+        write_png(f"{base}_overlay.png", result.overlay)
+    return len(samples)
 
 
 def run_config(path):

@@ -10,28 +10,18 @@ import tensorflow as tf
 
 from ssma_tf.errors import ConfigError, InputError
 
-# main_logits, multiscale_probabilities and padded_probabilities are re-exported here for
-# export/serving.py, training/summaries.py and the tests.
+# main_logits, multiscale_probabilities, padded_probabilities and parse_scales are
+# re-exported here for export/serving.py, training/summaries.py, the scripts and the tests.
 from ssma_tf.evaluation.inference import (  # noqa: F401
     Inference,
     main_logits,
     multiscale_probabilities,
     padded_probabilities,
+    parse_scales,
     probabilities,
 )
 from ssma_tf.evaluation.metrics import ConfusionMatrix
 from ssma_tf.visualization import default_palette, display_image, write_overlays
-
-
-def parse_scales(text):
-    """"0.75,1,1.25" -> [0.75, 1.0, 1.25]; InputError naming --scales otherwise."""
-    try:
-        scales = [float(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise InputError(f"--scales: expected comma-separated numbers, got {text!r}") from None
-    if not scales or min(scales) <= 0:
-        raise InputError(f"--scales: expected positive numbers, got {text!r}")
-    return scales
 
 
 def check_modality(names, name):
@@ -71,9 +61,10 @@ def evaluate(model, dataset, *, num_classes, ignore_label=255, missing_modality=
              num_overlays=0, palette=None, class_names=None, miou_rule="standard", specs=None):
     """Scores `model` on `dataset` ((inputs dict, int labels [B,H,W]) batches, single pass).
 
-    `inference` (an `Inference`; default whole image at `scales`, `flip`) says how each batch
-    is predicted; `perturb(inputs) -> inputs`, when given, changes each batch's model inputs
-    after `missing_modality` is dropped (robustness protocol). One confusion matrix over the
+    `missing_modality`: a modality name or a list of them, fed as zeros. `inference` (an
+    `Inference`; default whole image at `scales`, `flip`) says how each batch is predicted;
+    `perturb(inputs) -> inputs`, when given, changes each batch's model inputs after the
+    missing ones are dropped (robustness protocol). One confusion matrix over the
     whole set; returns a JSON-ready dict (see `ConfusionMatrix.to_dict`) plus the settings
     used, the image count and the overlay paths.
     """
@@ -81,12 +72,16 @@ def evaluate(model, dataset, *, num_classes, ignore_label=255, missing_modality=
     cm = ConfusionMatrix(num_classes, ignore_label, miou_rule)
     palette = default_palette(num_classes) if palette is None else palette
     predict = label_predictor(model, inference)
-    if missing_modality:
-        check_modality(dataset.element_spec[0], missing_modality)
+    missing = (missing_modality,) if isinstance(missing_modality, str) else tuple(
+        missing_modality or ())
+    for name in missing:
+        check_modality(dataset.element_spec[0], name)
     num_images = 0
     overlay_paths = []
     for inputs, labels in dataset:
-        model_inputs = drop_modality(inputs, missing_modality) if missing_modality else inputs
+        model_inputs = inputs
+        for name in missing:
+            model_inputs = drop_modality(model_inputs, name)
         if perturb is not None:
             model_inputs = perturb(model_inputs)
         predictions = predict(model_inputs)
@@ -99,7 +94,8 @@ def evaluate(model, dataset, *, num_classes, ignore_label=255, missing_modality=
     if num_images == 0:
         raise InputError("the evaluation dataset is empty")
     result = cm.to_dict(class_names)
-    result.update(num_images=num_images, missing_modality=missing_modality,
+    result.update(num_images=num_images,
+                  missing_modality=missing[0] if len(missing) == 1 else list(missing) or None,
                   scales=list(inference.scales), flip=inference.flip,
                   inference=inference.to_json(), overlays=overlay_paths)
     return result

@@ -25,6 +25,49 @@ def _pair(value, name):
     return tuple(values)
 
 
+def parse_scales(text):
+    """"0.75,1,1.25" -> [0.75, 1.0, 1.25]; InputError naming --scales otherwise."""
+    try:
+        scales = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise InputError(f"--scales: expected comma-separated numbers, got {text!r}") from None
+    if not scales or min(scales) <= 0:
+        raise InputError(f"--scales: expected positive numbers, got {text!r}")
+    return scales
+
+
+def parse_size(text, option):
+    """"512" -> [512, 512], "512,1024" -> [512, 1024] (height, width); InputError naming
+    `option` otherwise. None stays None."""
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in str(text).split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values) <= 0:
+        raise InputError(f"{option}: expected a positive size or HEIGHT,WIDTH, got {text!r}")
+    return values * 2 if len(values) == 1 else values
+
+
+def add_arguments(parser):
+    """The --mode / --crop / --stride options of evaluate.py and predict.py."""
+    parser.add_argument("--mode", choices=MODES, help="inference view (default: config "
+                        "eval_mode): the whole image or sliding windows")
+    parser.add_argument("--crop", help="sliding-window size N or H,W (default: config "
+                        "eval_crop)")
+    parser.add_argument("--stride", help="sliding-window step N or H,W (default: config "
+                        "eval_stride, else 2/3 of the crop)")
+
+
+def settings_from_args(args):
+    """{mode, scales, flip, crop, stride} from parsed options (None where not given), for
+    `Inference.from_config`."""
+    return {"mode": args.mode, "scales": parse_scales(args.scales) if args.scales else None,
+            "flip": args.flip, "crop": parse_size(args.crop, "--crop"),
+            "stride": parse_size(args.stride, "--stride")}
+
+
 @dataclasses.dataclass(frozen=True)
 class Inference:
     """One inference setting: view `mode`, test-time `scales` and `flip`, and for `slide`
