@@ -40,10 +40,21 @@ def images(tmp_path_factory):
     return rgb, depth, str(folder / "rgb.png"), str(folder / "depth.png")
 
 
-def _model_probabilities(run, rgb, depth, inference=Inference()):
-    """The restored model's probabilities on the normalised inputs (None: all-zero input)."""
+@pytest.fixture(scope="module")
+def seg(run):
+    return Segmenter.load(run[1])
+
+
+@pytest.fixture(scope="module")
+def loaded(run):
+    """(config, the restored Run) for the reference numbers."""
     config = load_config(run[0])
-    loaded = load_run(config, run[1])
+    return config, load_run(config, run[1])
+
+
+def _model_probabilities(loaded, rgb, depth, inference=Inference()):
+    """The restored model's probabilities on the normalised inputs (None: all-zero input)."""
+    config, loaded = loaded
     raw = {"rgb": rgb[None]} if depth is None else {"rgb": rgb[None],
                                                     "depth": depth[None, :, :, None]}
     inputs = normalize({n: tf.constant(v) for n, v in raw.items()}, loaded.specs,
@@ -72,13 +83,12 @@ def test_readme_three_lines_run_verbatim(run, images, tmp_path, monkeypatch):
     assert result.class_names == ["class_0", "class_1"]
 
 
-def test_run_folder_gives_the_model_numbers_for_files_and_arrays(run, images):
+def test_run_folder_gives_the_model_numbers_for_files_and_arrays(seg, loaded, images):
     rgb, depth, rgb_path, depth_path = images
-    seg = Segmenter.load(run[1])
     assert seg.modalities == ["rgb", "depth"]
     from_files = seg(rgb=rgb_path, depth=depth_path)
     from_arrays = seg(rgb=rgb, depth=depth)
-    expected = _model_probabilities(run, rgb, depth)
+    expected = _model_probabilities(loaded, rgb, depth)
     np.testing.assert_allclose(from_files.probabilities, expected, atol=1e-6)
     np.testing.assert_array_equal(from_arrays.labels, from_files.labels)
     np.testing.assert_array_equal(from_files.labels, expected.argmax(-1))
@@ -89,24 +99,23 @@ def test_run_folder_gives_the_model_numbers_for_files_and_arrays(run, images):
     np.testing.assert_allclose(metres.probabilities, expected, atol=1e-6)
 
 
-def test_a_modality_not_passed_is_missing(run, images):
+def test_a_modality_not_passed_is_missing(seg, loaded, images):
     rgb, depth = images[:2]
-    seg = Segmenter.load(run[1])
     result = seg(rgb=rgb)
     assert result.missing == ("depth",)
-    np.testing.assert_allclose(result.probabilities, _model_probabilities(run, rgb, None),
+    np.testing.assert_allclose(result.probabilities, _model_probabilities(loaded, rgb, None),
                                atol=1e-6)
     depth_only = seg(depth=depth)
     assert depth_only.missing == ("rgb",)
     assert depth_only.image.shape == (HEIGHT, WIDTH, 3)   # the depth shown as grey
 
 
-def test_slide_mode_and_legend_and_overlay(run, images):
+def test_slide_mode_and_legend_and_overlay(run, loaded, images):
     rgb, depth = images[:2]
     seg = Segmenter.load(run[1], mode="slide", crop=32, stride=16)
     assert seg.inference == Inference("slide", crop=(32, 32), stride=(16, 16))
     result = seg(rgb=rgb, depth=depth)
-    expected = _model_probabilities(run, rgb, depth, seg.inference)
+    expected = _model_probabilities(loaded, rgb, depth, seg.inference)
     np.testing.assert_allclose(result.probabilities, expected, atol=1e-6)
     legend = result.legend()
     assert sum(fraction for _, _, fraction in legend) == pytest.approx(1.0)
@@ -117,31 +126,29 @@ def test_slide_mode_and_legend_and_overlay(run, images):
         overlay, np.round(0.5 * result.colored + 0.5 * rgb.astype(np.float32)).astype(np.uint8))
 
 
-def test_saved_model_folder_matches_the_run(run, images, tmp_path):
+def test_saved_model_folder_matches_the_run(seg, loaded, images, tmp_path):
     from ssma_tf.export.serving import export_saved_model
 
     rgb, depth, rgb_path, depth_path = images
-    config = load_config(run[0])
-    loaded = load_run(config, run[1])
-    export_saved_model(loaded.model, loaded.specs, str(tmp_path / "model"),
+    config, restored = loaded
+    export_saved_model(restored.model, restored.specs, str(tmp_path / "model"),
                        config_dict=config.to_dict())
     exported = Segmenter.load(tmp_path / "model")          # the model folder: version 1
     assert exported.source == str(tmp_path / "model" / "1")
     assert exported.modalities == ["rgb", "depth"]
     result = exported(rgb=rgb_path, depth=depth_path)
-    reference = Segmenter.load(run[1])(rgb=rgb, depth=depth)
+    reference = seg(rgb=rgb, depth=depth)
     np.testing.assert_allclose(result.probabilities, reference.probabilities, atol=1e-5)
     np.testing.assert_array_equal(result.labels, reference.labels)
     # raw depth missing: zeros in the raw input are the normalised zeros
     np.testing.assert_allclose(exported(rgb=rgb).probabilities,
-                               _model_probabilities(run, rgb, None), atol=1e-5)
+                               _model_probabilities(loaded, rgb, None), atol=1e-5)
     with pytest.raises(InputError, match="SavedModel runs its exported graph"):
         Segmenter.load(tmp_path / "model", mode="slide", crop=32)
 
 
-def test_errors_name_the_problem(run, images, tmp_path):
+def test_errors_name_the_problem(seg, run, images, tmp_path):
     rgb, depth = images[:2]
-    seg = Segmenter.load(run[1])
     with pytest.raises(InputError, match="'hha': not an input of this model"):
         seg(rgb=rgb, hha=rgb)
     with pytest.raises(InputError, match="at least one"):
