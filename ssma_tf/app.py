@@ -67,7 +67,8 @@ def build_app(segmenter, examples_dir=None):
 
     modalities = segmenter.modalities
     with gr.Blocks(title="ssma_tf segmentation") as page:
-        gr.Markdown(f"## Segmentation: {html.escape(os.path.basename(segmenter.source))}\n"
+        name = os.path.join(*os.path.normpath(segmenter.source).split(os.sep)[-2:])
+        gr.Markdown(f"## Segmentation: {html.escape(name)}\n"
                     f"Inputs: {', '.join(modalities)}. Leave one empty to treat it as missing.")
         with gr.Row():
             inputs = []

@@ -109,3 +109,20 @@ def test_upload_segment_and_compare_with_the_api(served, fixtures, tmp_path):
     np.testing.assert_array_equal(without_depth, segmenter(rgb=rgb_path).colored)
     np.testing.assert_array_equal(without_rgb, segmenter(depth=depth_path).colored)
     assert [text.split(" (")[0] for text in legend] == [n for n, _, _ in expected.legend()]
+
+
+def test_examples_and_views_without_a_browser(served, fixtures, tmp_path):
+    from ssma_tf.app import segment_views, synthetic_examples
+    from ssma_tf.errors import InputError
+
+    segmenter, _ = served
+    examples = synthetic_examples(str(tmp_path / "ex"), ["rgb", "depth"])
+    assert len(examples) == 3 and all(os.path.isfile(p) for row in examples for p in row)
+    assert [os.path.basename(os.path.dirname(p)) for p in examples[0]] == ["rgb", "depth"]
+    assert synthetic_examples(str(tmp_path / "none"), ["rgb", "evi"]) == []
+    labels, _, legend, without = segment_views(segmenter, {"rgb": fixtures[0], "depth": None})
+    np.testing.assert_array_equal(labels, segmenter(rgb=fixtures[0]).colored)
+    assert without == [None, None]        # rgb alone: nothing left to drop
+    assert legend.count("<li") == len(segmenter(rgb=fixtures[0]).legend())
+    with pytest.raises(InputError, match="upload at least one"):
+        segment_views(segmenter, {"rgb": None, "depth": None})
