@@ -374,9 +374,10 @@ def test_deeplab_trains_through_train_and_a_killed_run_resumes_to_the_same_weigh
     assert tuple(logits.shape) == (1, H, W, 2) and np.all(np.isfinite(logits))
 
 
-def test_ssma_trains_through_train_on_two_replicas(tmp_path, records, capsys):
-    config = tiny_config(tmp_path, records, TINY_ADAPNET_MODEL | {"model": "SSMA"},
-                         framework="unimatch", modalities=["rgb", "depth"], stage="finetune",
+def test_linearfusion_trains_through_train_on_two_replicas(tmp_path, records, capsys):
+    config = tiny_config(tmp_path, records, {"model": "linearfusion", "backbone": "tiny",
+                                             "decoder_dim": 8},
+                         framework="unimatch", modalities=["rgb", "depth"],
                          unlabeled_data=records, strategy="mirrored", max_iteration=2,
                          skip_step=1, summary_step=0, pseudo_threshold=0.0)
     folder = train(config)
