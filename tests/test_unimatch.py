@@ -189,7 +189,7 @@ def test_jitter_contrast_blends_toward_the_grey_mean_and_saturation_toward_grey(
     assert np.all((factors >= 0.5) & (factors <= 1.5)) and np.std(factors) > 0.01
 
 
-def test_hue_shift_of_a_full_turn_or_none_keeps_the_image():
+def test_no_hue_shift_keeps_the_image_and_a_shift_changes_it_but_not_its_brightness():
     images = _images()
     same = photometric.colour_jitter(images, SEED, brightness=0.0, contrast=0.0,
                                      saturation=0.0, hue=0.0)
@@ -317,6 +317,23 @@ def test_one_step_without_perturbations_logs_the_losses_of_plain_forwards():
                + 0.5 * logs["fp_loss"]), rel=1e-5)
     assert any(not np.array_equal(a, w.numpy()) for a, w in zip(weights_before,
                                                                 model.trainable_weights))
+
+
+def test_the_fp_stream_decodes_channel_dropped_features():
+    """As above but with fp_dropout 0.9: the FP loss is no longer the clean predictions' own
+    CE (the strong views still are plain forwards of u)."""
+    fw = make(pseudo_threshold=0.0, fp_dropout=0.9, cutmix_prob=0.0, strong_jitter_prob=0.0,
+              strong_grayscale_prob=0.0, strong_blur_prob=0.0)
+    (inputs_l, labels), weak = batches(["rgb"])
+    weights_before = [w.numpy() for w in fw.model.weights]
+    main = fw.model({"rgb": tf.concat([inputs_l["rgb"], weak["rgb"]], 0)}, training=True)
+    for w, value in zip(fw.model.weights, weights_before):
+        w.assign(value)
+    target = tf.argmax(main["logits"][L:], -1, output_type=tf.int32)
+    clean = float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=target, logits=main["logits"][L:])))
+    logs = fw.train_step((inputs_l, labels), weak)
+    assert abs(float(logs["fp_loss"]) - clean) > 0.01
 
 
 def test_the_threshold_leaves_unconfident_pixels_out_and_the_mask_ratio_says_so():
