@@ -54,6 +54,7 @@ from ssma_tf.data import photometric, schema
 from ssma_tf.data.augment import split_seed
 from ssma_tf.data.pipeline import select_modalities
 from ssma_tf.errors import ConfigError
+from ssma_tf.frameworks import cutmix
 from ssma_tf.frameworks.base import Framework
 from ssma_tf.frameworks.common import concat_inputs, num_rows, step_seed
 from ssma_tf.frameworks.feature_split import feature_split
@@ -110,7 +111,9 @@ def box_mask(box, height, width):
 
 def paste(own, partner, box):
     """Row i of `own` with the pixels inside its box taken from row i-1 of `partner` (a
-    roll along the batch). own / partner: [B, H, W] or [B, H, W, C]; box: bool [B, H, W]."""
+    roll along the batch). own / partner: [B, H, W] or [B, H, W, C]; box: bool [B, H, W].
+    `cutmix.cutmix(t, box)` is `paste(t, t, box)`; the targets inside a box come from the
+    partner's other prediction (inference mode), hence two tensors."""
     if own.shape.rank == 4:
         box = box[..., None]
     return tf.where(box, tf.roll(partner, shift=1, axis=0), own)
@@ -237,7 +240,7 @@ class UniMatch(Framework):
         strong = []
         for seed, box in zip(strong_seeds, boxes):
             view = self.strong_view(weak, padding, seed)
-            strong.append({name: paste(value, value, box) for name, value in view.items()})
+            strong.append({name: cutmix.cutmix(value, box) for name, value in view.items()})
         batch = concat_inputs(inputs_l, weak)
         weights = self.pixel_loss_weights
         with tf.GradientTape() as tape:
@@ -255,7 +258,7 @@ class UniMatch(Framework):
                 strong_losses.append(consistency_loss(
                     _rows(strong_out, k * rows_u, (k + 1) * rows_u), weights,
                     paste(labels_u, mix_labels, box), paste(conf_u, mix_conf, box),
-                    paste(padding, padding, box), config.pseudo_threshold))
+                    cutmix.cutmix(padding, box), config.pseudo_threshold))
             fp = consistency_loss(fp_out, weights, labels_u, conf_u, padding,
                                   config.pseudo_threshold)
             loss = unimatch_total(supervised, *strong_losses, fp,
