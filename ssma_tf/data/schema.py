@@ -152,7 +152,12 @@ def shard_paths(record_path, num_shards) -> list:
 def _legacy_info(files, legacy_modalities):
     """Legacy SSMA info: modality count taken from the first record unless given."""
     if legacy_modalities is None:
-        first = next(iter(tf.data.TFRecordDataset(files[0]).take(1)), None)
+        try:
+            first = next(iter(tf.data.TFRecordDataset(files[0]).take(1)), None)
+        except tf.errors.DataLossError as exc:
+            raise InputError(f"{files[0]}: not a TFRecord file ({exc.message.strip()}) and no "
+                             f"sidecar {sidecar_path(files[0])}; give the converter's --record "
+                             f"path, not a list file") from None
         if first is None:
             raise InputError(f"{files[0]}: record file is empty")
         example = tf.train.Example.FromString(first.numpy())
