@@ -17,7 +17,8 @@ import sys
 
 import numpy as np
 
-from ssma_tf.errors import InputError, print_cli_error
+from ssma_tf.cli import guarded
+from ssma_tf.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LIST_EXTENSIONS = (".txt", ".lst", ".list")
@@ -37,6 +38,10 @@ def _parser():
     parser.add_argument("--flip", action="store_true", default=None,
                         help="add flipped predictions (default: config eval_flip)")
     parser.add_argument("--override", action="append", default=[], help="key=value (repeatable)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow --output to be the --input folder (its files may be replaced)")
+    parser.add_argument("--allow-8bit-depth", action="store_true",
+                        help="accept 8-bit or JPEG images as raw depth (normally refused)")
     return parser
 
 
@@ -112,7 +117,17 @@ def collect_samples(args, modalities, needed):
     return [(os.path.splitext(os.path.basename(source))[0], paths)]
 
 
-def load_arrays(paths, specs, where):
+def check_output(args):
+    """InputError when --output is the --input folder (or holds the --input file), unless
+    --overwrite."""
+    source = os.path.abspath(args.input)
+    folder = source if os.path.isdir(source) else os.path.dirname(source)
+    if os.path.abspath(args.output) == folder and not args.overwrite:
+        raise InputError(f"--output {args.output} is the input folder: predictions could "
+                         f"replace input images; choose another folder or pass --overwrite")
+
+
+def load_arrays(paths, specs, where, allow_8bit_depth=False):
     """{modality: stored array [H, W, C]} (uint8 images, uint16 raw depth) read from files."""
     from ssma_tf.data.convert import read_image
     from ssma_tf.data.encodings import encode_modality, three_channel_uint8
@@ -120,7 +135,7 @@ def load_arrays(paths, specs, where):
     arrays = {}
     for name, path in paths.items():
         spec = specs[name]
-        image = read_image(path, where)
+        image = read_image(path, where, spec.encoding, allow_8bit_depth)
         try:
             if spec.encoding == "raw":
                 array = encode_modality(image, "raw", depth_scale=spec.depth_scale)
@@ -140,12 +155,10 @@ def load_arrays(paths, specs, where):
     return arrays
 
 
+@guarded
 def main(argv=None):
     args = _parser().parse_args(argv)
-    try:
-        count = run_prediction(args)
-    except InputError as exc:
-        return print_cli_error(exc)
+    count = run_prediction(args)
     print(f"{count} predictions written to {args.output}")
     return 0
 
@@ -160,6 +173,7 @@ def run_prediction(args):
     from ssma_tf.visualization import blend, colorize, display_image, write_png
 
     config = load_eval_config(args.config, args.override)
+    check_output(args)
     modalities = list(config.modalities)
     if args.missing_modality:
         check_modality(modalities, args.missing_modality)
@@ -173,7 +187,8 @@ def run_prediction(args):
 
     used = set()
     for index, (stem, paths) in enumerate(samples):
-        arrays = load_arrays(paths, run.specs, f"{args.input} sample {index + 1} ({stem})")
+        arrays = load_arrays(paths, run.specs, f"{args.input} sample {index + 1} ({stem})",
+                             args.allow_8bit_depth)
         height, width = next(iter(arrays.values())).shape[:2]
         inputs = normalize({n: tf.constant(a[None]) for n, a in arrays.items()}, run.specs,
                            config.depth_max)
