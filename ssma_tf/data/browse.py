@@ -16,11 +16,10 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from ssma_tf.cli import guarded
 from ssma_tf.data import schema
 from ssma_tf.data.normalize import IMAGENET_MEAN, IMAGENET_STD
-from ssma_tf.cli import guarded
-from ssma_tf.data.pipeline import (example_dataset, record_error, select_modalities,
-                                   train_dataset)
+from ssma_tf.data.pipeline import example_dataset, record_error, select_modalities, train_dataset
 from ssma_tf.errors import InputError
 from ssma_tf.io_utils import make_folder, write_png
 from ssma_tf.visualization import colorize, dataset_palette
