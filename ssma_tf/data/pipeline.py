@@ -49,7 +49,7 @@ def first_bad_record(path):
     try:
         tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda count, _: count + 1)
     except tf.errors.DataLossError as exc:
-        return str(exc.message).strip().splitlines()[0]
+        return schema.op_free_message(exc.message)
     return None
 
 

@@ -90,6 +90,18 @@ def _shape_differences(model, prefix, item):
     return differ, missing
 
 
+def _class_axis_only(differ, num_classes):
+    """The checkpoint's class count when every differing axis of every differing weight is
+    num_classes in the model and one same other count in the checkpoint; else None."""
+    theirs = {c for _, mine, saved in differ if len(mine) == len(saved)
+              for m, c in zip(mine, saved) if m != c and m == num_classes}
+    axes = [(m, c) for _, mine, saved in differ for m, c in zip(mine, saved) if m != c]
+    ranks_match = all(len(mine) == len(saved) for _, mine, saved in differ)
+    if differ and ranks_match and len(theirs) == 1 and all(m == num_classes for m, _ in axes):
+        return theirs.pop()
+    return None
+
+
 def check_shapes(model, prefix, item, config):
     """ConfigError when checkpoint `prefix`'s `item` model does not fit `model` (built from
     `config`): the differing config keys from run_info.json, else what the shapes say
@@ -99,9 +111,9 @@ def check_shapes(model, prefix, item, config):
         return
     saved = _saved_config(prefix)
     problems = _model_key_differences(config, saved) if saved else []
-    if not problems and differ and all(
-            m[:-1] == c[:-1] and m[-1] == config.num_classes for _, m, c in differ):
-        problems = [_difference("num_classes", config.num_classes, differ[0][2][-1])]
+    classes = _class_axis_only(differ, config.num_classes)
+    if not problems and classes is not None and not missing:
+        problems = [_difference("num_classes", config.num_classes, classes)]
     if not problems:
         if differ:
             path, mine, theirs = differ[0]

@@ -211,18 +211,27 @@ def train(config, model_builder=None):
     strategy = make_strategy(config.strategy)
     _check_batch(config, strategy)
     if not is_chief(strategy):
-        return _train(config, model_builder, strategy, chief=False)
+        return _train_naming_bad_records(config, model_builder, strategy, chief=False)
     created = not os.path.exists(ckpt_dir)
     lock = FolderLock(ckpt_dir, "training run").acquire()
     try:
         saving.remove_partial_saves(ckpt_dir)
-        return _train(config, model_builder, strategy, chief=True)
+        return _train_naming_bad_records(config, model_builder, strategy, chief=True)
     except BaseException as exc:
         if created and not _latest(ckpt_dir) and not isinstance(exc, NonFiniteLossError):
             shutil.rmtree(ckpt_dir, ignore_errors=True)     # a failed start leaves nothing
         raise
     finally:
         lock.release()
+
+
+def _train_naming_bad_records(config, model_builder, strategy, chief):
+    """_train; a corrupt record is an InputError naming its file and offset."""
+    try:
+        return _train(config, model_builder, strategy, chief)
+    except tf.errors.DataLossError as exc:
+        records = [config.train_data, config.unlabeled_data, config.val_data]
+        raise record_error(records, exc) from None
 
 
 def _train(config, model_builder, strategy, chief):
@@ -271,10 +280,7 @@ def _train(config, model_builder, strategy, chief):
         with stop_on_signals() as stop:
             for step in range(start + 1, config.max_iteration + 1):
                 fn = supervised_fn if step <= supervised_until else step_fn
-                try:
-                    progress.update(fn(labeled_it, unlabeled_it))      # stays on the device
-                except tf.errors.DataLossError as exc:
-                    raise record_error(config.train_data, exc) from None
+                progress.update(fn(labeled_it, unlabeled_it))      # stays on the device
                 if _after_step(step, config, stop, progress, checked_at, manager, validator,
                                summaries, sample, framework, chief, items):
                     checked_at = step
