@@ -213,7 +213,8 @@ _WORKER_JOB = None
 def _init_worker(job):
     global _WORKER_JOB
     _WORKER_JOB = job
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent stops the pool on Ctrl-C
+    for number in (signal.SIGINT, signal.SIGTERM):  # the parent stops the pool on these
+        signal.signal(number, signal.SIG_IGN)
 
 
 def _interrupt(signum, frame):
