@@ -250,7 +250,11 @@ def _train(config, model_builder, strategy, chief):
             for name, item in framework.checkpoint_items().items():
                 if isinstance(item, keras.Model):
                     compatibility.check_shapes(item, latest, name, config)
-            checkpoint.restore(latest).assert_existing_objects_matched()
+            try:
+                checkpoint.restore(latest).assert_existing_objects_matched()
+            except (AssertionError, ValueError, tf.errors.OpError) as exc:
+                raise ConfigError(f"{config.source}: cannot resume from {latest} with this "
+                                  f"config ({str(exc).strip().splitlines()[0][:200]})") from None
         else:
             initialise(framework, config)
     start = int(framework.step.numpy())
@@ -319,7 +323,7 @@ def _after_step(step, config, stop, progress, checked_at, manager, validator, su
         summaries.images(step, framework.eval_model, *sample)
     if save_now:
         path = saving.save(manager, step, items)
-        if stop:
+        if stop and step < config.max_iteration:
             raise Preempted(f"stopped by {stop.signal_name} after step {step}; checkpoint "
                             f"saved to {path}; run the same command again to resume at step "
                             f"{step + 1}", step, path)
