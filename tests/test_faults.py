@@ -181,6 +181,18 @@ def test_without_run_info_the_shapes_say_num_classes(trained, tmp_path, capsys):
     assert "mIoU" in capsys.readouterr().out
 
 
+def test_another_model_on_a_checkpoint_names_the_model():
+    from golden import cases
+    from ssma_tf.training.checkpoints import restore_eval_model
+
+    adapnet = cases.config("adapnet_pp").checkpoint
+    config = cases.config("segformer").replace(init_checkpoint=None, checkpoint=adapnet)
+    with pytest.raises(ConfigError, match=r"^golden/segformer: checkpoint .*adapnet_pp/ckpt-7 "
+                       r"does not fit the segformer this config builds: model: config "
+                       r"'segformer', checkpoint 'AdapNet_pp'$"):
+        restore_eval_model(config)
+
+
 def test_resume_with_another_num_classes_is_refused_before_building(trained, tmp_path):
     records, folder = trained
     copy = tmp_path / "ckpt"

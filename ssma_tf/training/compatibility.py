@@ -66,12 +66,18 @@ def _checkpoint_key(item, path):
 
 
 def _model_key_differences(config, saved):
+    """Differences in model and num_classes, then (same model) in the model's own keys."""
     from ssma_tf.config import chosen_components
 
+    def differ(keys):
+        return [_difference(k, getattr(config, k), saved[k]) for k in keys
+                if k in saved and k in config and _plain(getattr(config, k)) != _plain(saved[k])]
+
+    if differ(["model"]):
+        return differ(ALWAYS)
     entries, _ = chosen_components(config.to_dict(), lambda key: config.source)
-    keys = sorted({k for e in entries if e.kind != "framework" for k in e.keys})
-    return [_difference(k, getattr(config, k), saved[k]) for k in keys
-            if k in saved and k in config and _plain(getattr(config, k)) != _plain(saved[k])]
+    return differ(["num_classes", *sorted({k for e in entries if e.kind != "framework"
+                                           for k in e.keys})])
 
 
 def _shape_differences(model, prefix, item):
