@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from ssma_tf.errors import ConfigError
 from ssma_tf.training.run_info import read_run_info
+from ssma_tf.weights.assign import variables_by_path
 
 ALWAYS = ("model", "num_classes")
 
@@ -84,10 +85,7 @@ def _shape_differences(model, prefix, item):
     """([(path, model shape, checkpoint shape)], [paths missing from the checkpoint])."""
     stored = dict(tf.train.list_variables(prefix))
     differ, missing = [], []
-    seen = set()
-    for index, weight in enumerate(model.weights):
-        path = weight.path if weight.path not in seen else f"{weight.path}#{index}"
-        seen.add(path)
+    for path, weight in variables_by_path(model).items():
         shape = stored.get(_checkpoint_key(item, path))
         if shape is None:
             missing.append(path)
