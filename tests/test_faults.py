@@ -45,8 +45,6 @@ def checksums(folder):
 
 def dead_pid():
     """The id of a process that has ended."""
-    done = subprocess.run(["true"])
-    del done
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
