@@ -22,7 +22,7 @@ import sys
 
 import keras
 
-from ssma_tf.errors import InputError, print_cli_error
+from ssma_tf.cli import guarded
 from ssma_tf.evaluation.inference import add_arguments, settings_from_args
 from ssma_tf.evaluation.metrics import MIOU_RULES, format_table
 
@@ -91,20 +91,26 @@ def run_evaluation(args):
             "model": config.model, "inference": inference.to_json(), "results": results}
 
 
+@guarded
 def main(argv=None):
+    import tensorflow as tf
+
     args = _parser().parse_args(argv)
     try:
         report = run_evaluation(args)
-        print(format_table(report["results"],
-                           title=f"{report['records']} ({report['checkpoint']})"))
-        if args.output:
-            from ssma_tf.io_utils import atomic_write
+    except tf.errors.DataLossError as exc:   # name the file and offset of the bad record
+        from ssma_tf.data.pipeline import record_error
+        from ssma_tf.runs import eval_records, load_eval_config
 
-            with atomic_write(args.output) as handle:
-                json.dump(report, handle, indent=1)
-            print(f"metrics written to {args.output}")
-    except InputError as exc:
-        return print_cli_error(exc)
+        raise record_error(eval_records(load_eval_config(args.config, args.override)),
+                           exc) from None
+    print(format_table(report["results"], title=f"{report['records']} ({report['checkpoint']})"))
+    if args.output:
+        from ssma_tf.io_utils import atomic_write
+
+        with atomic_write(args.output) as handle:
+            json.dump(report, handle, indent=1)
+        print(f"metrics written to {args.output}")
     return 0
 
 

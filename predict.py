@@ -17,7 +17,8 @@ import argparse
 import os
 import sys
 
-from ssma_tf.errors import InputError, print_cli_error
+from ssma_tf.cli import guarded
+from ssma_tf.errors import InputError
 from ssma_tf.evaluation.inference import add_arguments
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -39,6 +40,10 @@ def _parser():
                         help="add flipped predictions (default: config eval_flip)")
     add_arguments(parser)
     parser.add_argument("--override", action="append", default=[], help="key=value (repeatable)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow --output to be the --input folder (its files may be replaced)")
+    parser.add_argument("--allow-8bit-depth", action="store_true",
+                        help="accept 8-bit or JPEG images as raw depth (normally refused)")
     return parser
 
 
@@ -114,12 +119,20 @@ def collect_samples(args, modalities, needed):
     return [(os.path.splitext(os.path.basename(source))[0], paths)]
 
 
+def check_output(args):
+    """InputError when --output is the --input folder (or holds the --input file), unless
+    --overwrite."""
+    source = os.path.abspath(args.input)
+    folder = source if os.path.isdir(source) else os.path.dirname(source)
+    if os.path.abspath(args.output) == folder and not args.overwrite:
+        raise InputError(f"--output {args.output} is the input folder: predictions could "
+                         f"replace input images; choose another folder or pass --overwrite")
+
+
+@guarded
 def main(argv=None):
     args = _parser().parse_args(argv)
-    try:
-        count = run_prediction(args)
-    except InputError as exc:
-        return print_cli_error(exc)
+    count = run_prediction(args)
     print(f"{count} predictions written to {args.output}")
     return 0
 
@@ -132,13 +145,15 @@ def run_prediction(args):
     from ssma_tf.runs import load_eval_config
 
     config = load_eval_config(args.config, args.override)
+    check_output(args)
     modalities = list(config.modalities)
     if args.missing_modality:
         check_modality(modalities, args.missing_modality)
     needed = [n for n in modalities if n != args.missing_modality]
     samples = collect_samples(args, modalities, needed)
     segmenter = Segmenter.from_config(config, args.checkpoint, **settings_from_args(args))
-    return write_predictions(segmenter, samples, args.output, args.input)
+    return write_predictions(segmenter, samples, args.output, args.input,
+                             allow_8bit_depth=args.allow_8bit_depth)
 
 
 if __name__ == "__main__":

@@ -158,9 +158,9 @@ class Segmenter:
         at least one modality must be given, the others are missing."""
         return self.segment(images)
 
-    def segment(self, images, where=None):
+    def segment(self, images, where=None, allow_8bit_depth=False):
         """`__call__` with the images as a dict; `where` prefixes input errors (default the
-        model's source)."""
+        model's source); `allow_8bit_depth` accepts 8-bit/JPEG files as raw depth."""
         from ssma_tf.data.sample_input import read_sample
         from ssma_tf.visualization import colorize
 
@@ -171,7 +171,7 @@ class Segmenter:
         given = {n: v for n, v in images.items() if v is not None}
         if not given:
             raise InputError(f"give at least one of the model's inputs: {', '.join(self.specs)}")
-        arrays = read_sample(given, self.specs, where or self.source)
+        arrays = read_sample(given, self.specs, where or self.source, allow_8bit_depth)
         probs = self._predict({n: a[None] for n, a in arrays.items()})[0]
         labels = np.argmax(probs, axis=-1).astype(np.int32)
         return Segmentation(labels, probs, colorize(labels, self.palette, ignore_label=-1),
@@ -188,7 +188,7 @@ class Segmenter:
         return display_image({n: x.numpy() for n, x in normalised.items()}, self.specs)
 
 
-def write_predictions(segmenter, samples, output_dir, where):
+def write_predictions(segmenter, samples, output_dir, where, allow_8bit_depth=False):
     """Segments each (stem, {modality: path}) of `samples` and writes `<stem>_labels.png`
     (uint8 train ids), `<stem>_color.png` and `<stem>_overlay.png` under `output_dir` (a
     repeated stem gets `_<index>`); returns the number of samples written."""
@@ -196,7 +196,8 @@ def write_predictions(segmenter, samples, output_dir, where):
 
     used = set()
     for index, (stem, paths) in enumerate(samples):
-        result = segmenter.segment(paths, f"{where} sample {index + 1} ({stem})")
+        result = segmenter.segment(paths, f"{where} sample {index + 1} ({stem})",
+                                   allow_8bit_depth)
         name = stem if stem not in used else f"{stem}_{index}"
         used.add(name)
         base = os.path.join(output_dir, name)

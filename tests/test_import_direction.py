@@ -3,7 +3,7 @@
 Every module under ssma_tf/ is read with `ast` (imports at module level AND inside
 functions, relative ones resolved), nothing is imported. Layers, low to high:
 
-    0  errors, io_utils, config (and the ssma_tf package itself)
+    0  errors, io_utils, config, cli (and the ssma_tf package itself)
     1  data, datasets, models, visualization
     2  optim (optimizers and LR schedules, below every framework), weights (pretrained-weight
        readers and importers, below training's init_checkpoint)
@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "ssma_tf"
 
 LAYERS = {
-    "errors": 0, "io_utils": 0, "registry": 0, "config": 0,
+    "errors": 0, "io_utils": 0, "registry": 0, "config": 0, "cli": 0,
     "data": 1, "datasets": 1, "models": 1, "visualization": 1,
     "optim": 2, "weights": 2,
     "frameworks": 3, "evaluation": 3,

@@ -30,14 +30,16 @@ def stored_array(image, spec, where):
     return array.reshape(array.shape[:2] + (spec.channels,))
 
 
-def read_sample(sources, specs, where):
+def read_sample(sources, specs, where, allow_8bit_depth=False):
     """{modality: stored array [H, W, C]} from {modality: file path or numpy image}; every
-    modality must have the same height and width (InputError naming them otherwise)."""
+    modality must have the same height and width (InputError naming them otherwise). Files
+    are checked against their modality's encoding (`convert.read_image`)."""
     arrays = {}
     for name, source in sources.items():
         if isinstance(source, (str, os.PathLike)):
             path = os.fspath(source)
-            arrays[name] = stored_array(read_image(path, where), specs[name], f"{where}: {path}")
+            image = read_image(path, where, specs[name].encoding, allow_8bit_depth)
+            arrays[name] = stored_array(image, specs[name], f"{where}: {path}")
         else:
             arrays[name] = stored_array(source, specs[name], where)
     sizes = {a.shape[:2] for a in arrays.values()}

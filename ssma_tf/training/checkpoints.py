@@ -10,6 +10,7 @@ import tensorflow as tf
 from ssma_tf.errors import ConfigError
 from ssma_tf.frameworks import get_framework
 from ssma_tf.models import factory
+from ssma_tf.training import compatibility
 from ssma_tf.training.run_info import read_run_info
 from ssma_tf.weights.assign import variables_by_path
 
@@ -165,6 +166,7 @@ def restore_eval_model(config, checkpoint=None, build_model=None):
         channels = {n: s["channels"] for n, s in info["modalities"].items()}
     with float32_policy():
         model = (build_model or factory.build_model)(config, channels)
+    compatibility.check_shapes(model, prefix, item, config)
     try:
         status = tf.train.Checkpoint(**trackable({item: model})).restore(prefix)
         status.expect_partial().assert_existing_objects_matched()
