@@ -10,8 +10,8 @@ functions, relative ones resolved), nothing is imported. Layers, low to high:
     3  frameworks, evaluation
     4  training
     5  export, runs (a trained run loaded for the command-line tools)
-       root scripts (train.py, evaluate.py, ...) are above all: nothing in ssma_tf
-       imports them.
+       root scripts (train.py, evaluate.py, ...) and a package's __main__ module (`python -m
+       ssma_tf.weights`) are above all: nothing in ssma_tf imports them.
 
 Also checked: same-layer packages kept APART (frameworks <-> evaluation; models import no
 other layer-1 package), no import of a root script, and no circle of module imports.
@@ -104,6 +104,8 @@ def check(root, root_scripts=()):
     for path in python_files(root):
         rel = os.path.relpath(path, root).replace(os.sep, "/")
         module = _module_name(path, root)
+        if module.endswith(".__main__"):   # `python -m` entry point: top-level, like a root script
+            continue
         here = part_of(module)
         if layer_of(here) is None:
             problems.append(f"{rel}: ssma_tf.{here} has no layer; add it to LAYERS in "

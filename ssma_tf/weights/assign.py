@@ -43,6 +43,11 @@ class Mapping:
         self.used.update(names)
         self.expected.add(path)
 
+    def want(self, path, *names):
+        """`path` needs source tensors `names` that the source lacks (an error when applied)."""
+        self.origin[path] = " + ".join(names)
+        self.expected.add(path)
+
 
 @dataclasses.dataclass
 class Report:
@@ -76,8 +81,9 @@ def apply_mapping(model, mapping, source_names, *, new_head=False, where="weight
                          f"(mapped from {mapping.origin.get(unknown[0])})")
     missing = sorted(mapping.expected - set(mapping.values))
     if missing:
-        raise InputError(f"{where}: the source lacks the tensor for {missing[0]} "
-                         f"({len(missing)} missing)")
+        wanted = mapping.origin.get(missing[0])
+        raise InputError(f"{where}: the source lacks "
+                         f"{wanted or 'the tensor'} for {missing[0]} ({len(missing)} missing)")
     matched, skipped = [], []
     for path, value in mapping.values.items():
         variable = variables[path]
