@@ -219,7 +219,7 @@ def map_encoder(names, mapping, model, encoder, scope, *, channels, spec, rates,
         raise InputError(f"{scope}: the checkpoint has {stored} units per block, the model "
                          f"(backbone_units) {tuple(units)}")
     mapper = Mapper(names, mapping, model, encoder)
-    full = names.has(f"{scope}conv10/weights")
+    full = any(names.has(f"{scope}{theirs}/weights") for _, theirs in easpp_layers(rates))
     has_input_bn = mapper.has_layer("input_bn")
     if full and names.has(f"{scope}conv0/BatchNorm/gamma") and not has_input_bn:
         raise InputError(f"{scope}conv0/BatchNorm: the checkpoint normalises its input with a "
