@@ -21,13 +21,14 @@ def _conv_bn(shapes, scope, kernel):
     shapes.update({f"{scope}/BatchNorm/{v}": [kernel[-1]] for v in BN})
 
 
-def encoder_shapes(scope, width, rates=(3, 6, 12)):
-    """{name: shape} of the AdapNet++ encoder, skip taps and eASPP under `scope`."""
+def encoder_shapes(scope, width, units=UNITS):
+    """{name: shape} of the AdapNet++ encoder, skip taps and eASPP under `scope` (`units`
+    per block: the original's 3, 4, 6, 3, or fewer for a quick test)."""
     s = {f"{scope}conv0/BatchNorm/{v}": [3] for v in BN}
     c64 = scaled(64, width)
     _conv_bn(s, f"{scope}conv1", (7, 7, 3, c64))
     inp = c64
-    for b, (n, out) in enumerate(zip(UNITS, BLOCK_OUT), 1):
+    for b, (n, out) in enumerate(zip(units, BLOCK_OUT), 1):
         out_c, w = scaled(out, width), scaled(out // 4, width)
         for u in range(1, n + 1):
             unit = f"{scope}block{b}/unit_{u}/bottleneck_v1/"
@@ -64,9 +65,9 @@ def _decoder_shapes(s, scope, width, classes):
     _conv_bn(s, f"{scope}conv5", (8, 8, classes, classes))
 
 
-def adapnet_shapes(width=1.0, classes=12, scope="resnet_v2_50/", aux=True):
+def adapnet_shapes(width=1.0, classes=12, scope="resnet_v2_50/", aux=True, units=UNITS):
     """{name: shape} of the original AdapNet++ model variables (evaluate.py's set)."""
-    s = encoder_shapes(scope, width)
+    s = encoder_shapes(scope, width, units)
     _decoder_shapes(s, scope, width, classes)
     if aux:
         c256 = scaled(256, width)
