@@ -240,6 +240,7 @@ def test_checker_accepts_downward_same_layer_and_absent_optim_imports(tmp_path):
         "ssma_tf/training/d.py": "import numpy\n",
         "ssma_tf/frameworks/g.py": "from ssma_tf.optim import sgd\nfrom . import h\n",
         "ssma_tf/data/a.py": "from ssma_tf.datasets import registry\n",
+        "ssma_tf/data/__main__.py": "from ssma_tf.training import c\n",   # a CLI entry point
     })
     assert not problems, problems
 

@@ -16,7 +16,6 @@ from ssma_tf.config import config_from_dict, load_config
 from ssma_tf.data.normalize import channel_affine
 from ssma_tf.data.schema import ModalitySpec
 from ssma_tf.errors import InputError
-from ssma_tf.frameworks.build import build_framework
 from ssma_tf.models.factory import build_model
 from ssma_tf.training import checkpoints, trainer
 from ssma_tf.weights import __main__ as weights_cli
