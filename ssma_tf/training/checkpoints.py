@@ -74,11 +74,13 @@ def restore_weights(model, prefix, key):
 
 
 def config_specs(config):
-    """{modality: ModalitySpec} of config's training records, or {} without records."""
-    if not config.train_data:
+    """{modality: ModalitySpec} from config's train_data (else val_data, test_data) sidecar,
+    or {} without records."""
+    records = config.train_data or config.val_data or config.test_data
+    if not records:
         return {}
-    _, info = schema.resolve_records(config.train_data)
-    return select_modalities(config.train_data, info, config.modalities)
+    _, info = schema.resolve_records(records)
+    return select_modalities(records, info, config.modalities)
 
 
 def import_foreign(model, path, config, key, *, new_head=True, verbose=True, options=None):
