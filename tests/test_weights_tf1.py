@@ -18,6 +18,8 @@ from ssma_tf.data.schema import ModalitySpec
 from ssma_tf.errors import InputError
 from ssma_tf.models.factory import build_model
 from ssma_tf.training import checkpoints, trainer
+from ssma_tf.training.converted import convert
+from ssma_tf.training.run_info import read_run_info
 from ssma_tf.weights import __main__ as weights_cli
 from ssma_tf.weights.assign import variables_by_path
 from ssma_tf.weights.importers import import_weights
@@ -301,7 +303,11 @@ def test_convert_then_evaluate_export_predict(tmp_path, capsys):
     assert "left unused in the source: 0" in printed
     assert weights_cli.main(["convert", source, "--config", str(config), "--output",
                              out, "--override", "num_classes=4"]) == 2
-    assert "error: key 'source': resnet_v2_50/conv78/weights has shape" in capsys.readouterr().err
+    assert f"error: {source}: resnet_v2_50/conv78/weights has shape" in capsys.readouterr().err
+    fresh = build_model(load_config(str(config)), {"rgb": 3})    # the folder as init_checkpoint
+    checkpoints.init_from_checkpoint(fresh, out)
+    np.testing.assert_array_equal(variables_by_path(fresh)["up3/kernel"].numpy(),
+                                  tensors[V2 + "conv5/weights"])
     assert evaluate.main(["--config", str(config), "--output", str(tmp_path / "m.json")]) == 0
     assert os.path.isfile(tmp_path / "m.json")
     assert export.main(["--config", str(config), "--output", str(tmp_path / "served")]) == 0
@@ -312,6 +318,17 @@ def test_convert_then_evaluate_export_predict(tmp_path, capsys):
     assert predict.main(["--config", str(config), "--input", str(tmp_path / "images"),
                          "--output", str(tmp_path / "pred")]) == 0
     assert os.path.isfile(tmp_path / "pred" / "a_labels.png")
+
+
+def test_converted_folder_holds_the_eval_item_of_a_mean_teacher(tmp_path, adapnet_tf1):
+    config = adapnet_config(framework="mean_teacher")
+    convert(adapnet_tf1[0], config, str(tmp_path / "mt"))
+    model = checkpoints.restore_eval_model(config, str(tmp_path / "mt"))
+    np.testing.assert_array_equal(variables_by_path(model)["up1/kernel"].numpy(),
+                                  adapnet_tf1[1][V2 + "conv41/weights"])
+    info = read_run_info(str(tmp_path / "mt"))
+    assert info["modalities"]["rgb"]["encoding"] == "color"
+    assert info["importer"] == "tf1_adapnet_pp" and info["import_report"]["unused"] == []
 
 
 def test_inspect_names_the_format_and_the_importer(adapnet_tf1, capsys):

@@ -83,21 +83,25 @@ def config_specs(config):
     return select_modalities(records, info, config.modalities)
 
 
-def import_foreign(model, path, config, key, *, new_head=True, verbose=True, options=None):
+def import_foreign(model, path, config, key=None, *, new_head=True, verbose=True,
+                   options=None):
     """Map the weight file `path` (not a checkpoint of ours) onto `model`, built from `config`,
     through the importer that fits it (ssma_tf.weights); prints the report when `verbose`;
-    returns (importer name, Report). ConfigError naming `key` when nothing fits or a tensor
-    does not; with `new_head`, a class-count mismatch re-initialises the head instead."""
+    returns (importer name, Report). ConfigError naming `key` (or, without one, the file)
+    when nothing fits or a tensor does not; with `new_head`, a class-count mismatch
+    re-initialises the head instead."""
+    where = f"key '{key}'" if key else path
     options = {"specs": config_specs(config), **(options or {})}
     try:
         source = readers.read_source(path)
         name, report = importers.import_weights(model, source, config, options,
-                                                new_head=new_head, where=f"key '{key}'")
+                                                new_head=new_head, where=where)
     except InputError as exc:
-        raise ConfigError(str(exc) if str(exc).startswith("key ") else f"key '{key}': {exc}") \
+        message = str(exc)
+        raise ConfigError(message if message.startswith(where) else f"{where}: {message}") \
             from None
     if verbose:
-        print(f"{key}: {path} ({source.format}, importer {name})")
+        print(f"{key or 'weights'}: {path} ({source.format}, importer {name})")
         for line in report.lines():
             print(f"  {line}")
     return name, report

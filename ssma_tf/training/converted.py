@@ -2,8 +2,8 @@
 `init_checkpoint` and the `checkpoint` of evaluate / export / predict accept like a trained run.
 
 The folder holds a tf.train.Checkpoint with the model as "model" (what init_checkpoint restores)
-and, when the config's framework evaluates another item (mean teacher: "teacher"), as that item
-too, plus run_info.json with the config and the modality specs; written atomically.
+and, when the config's framework evaluates another item (mean teacher: "teacher"), a copy as
+that item too, plus run_info.json with the config and the modality specs; written atomically.
 """
 
 import tensorflow as tf
@@ -28,13 +28,24 @@ def default_specs(modalities):
     return specs
 
 
+class VariableCopies(tf.Module):
+    """Copies of a ModelVariables' variables, under the same paths."""
+
+    def __init__(self, model_variables):
+        super().__init__()
+        self.by_path = {path: tf.Variable(v.numpy(), name=v.name.split(":")[0])
+                        for path, v in model_variables.by_path.items()}
+
+
 def write_checkpoint_folder(folder, model, config, specs, extra=None):
     """Write `model` (built from `config` for modalities `specs`) as a checkpoint folder;
     returns the checkpoint prefix inside it."""
+    items = trackable({"model": model})
     item = get_framework(config.framework).eval_item
-    items = {"model": model, item: model}
+    if item != "model":   # a second copy: one checkpoint object per item, as training saves
+        items[f"{item}_variables"] = VariableCopies(items["model_variables"])
     with atomic_dir(folder) as tmp:
-        manager = tf.train.CheckpointManager(tf.train.Checkpoint(**trackable(items)), tmp, 1)
+        manager = tf.train.CheckpointManager(tf.train.Checkpoint(**items), tmp, 1)
         manager.save(checkpoint_number=0)
         write_run_info(tmp, config, {name: spec.to_json() for name, spec in specs.items()},
                        extra)
@@ -48,8 +59,8 @@ def convert(path, config, folder, *, new_head=False, options=None):
     specs = config_specs(config) or default_specs(config.modalities)
     with float32_policy():
         model = factory.build_model(config, {n: s.channels for n, s in specs.items()})
-    name, report = import_foreign(model, path, config, "source", new_head=new_head,
-                                  verbose=False, options={**(options or {}), "specs": specs})
+    name, report = import_foreign(model, path, config, new_head=new_head, verbose=False,
+                                  options={**(options or {}), "specs": specs})
     write_checkpoint_folder(folder, model, config, specs, {
         "converted_from": path, "importer": name,
         "import_report": {"matched": len(report.matched), "unused": report.unused,
