@@ -15,7 +15,7 @@ import predict
 from ssma_tf.config import config_from_dict, load_config
 from ssma_tf.data.normalize import channel_affine
 from ssma_tf.data.schema import ModalitySpec
-from ssma_tf.errors import InputError
+from ssma_tf.errors import ConfigError, InputError
 from ssma_tf.models.factory import build_model
 from ssma_tf.training import checkpoints, trainer
 from ssma_tf.training.converted import convert
@@ -224,15 +224,23 @@ def ssma_config(**keys):
                              "modalities": ["rgb", "depth"], **keys}, "test")
 
 
-def test_imported_ssma_gives_the_original_logits(ssma_tf1):
-    prefix, tensors = ssma_tf1
+@pytest.mark.parametrize("prefix", ["resnet_v2_50/", "resnet_v1_50/"])
+def test_imported_ssma_gives_the_original_logits(tmp_path, ssma_tf1, prefix):
+    prefix_path, tensors = ssma_tf1
+    extra = {}
+    if prefix != V2:   # the older scope, in a train.py snapshot (Adam slots at the root)
+        shapes = ssma_shapes(WIDTH, classes=3, prefix=prefix)
+        fusion = {n: s for n, s in shapes.items() if not n.startswith(("rgb/", "depth/"))}
+        extra = adam_snapshot_names(fusion, "")
+        tensors = random_values({**shapes, **extra}, seed=6)
+        prefix_path = save_tf1(str(tmp_path / "model.ckpt-1"), tensors)
     config = ssma_config()
     model = build_model(config, {"rgb": 3, "depth": 3})
-    _, report = import_weights(model, read_source(prefix), config,
+    _, report = import_weights(model, read_source(prefix_path), config,
                                {"specs": {"rgb": COLOR, "depth": JET}})
-    assert report.unused == [] and report.lacking == []
+    assert report.unused == sorted(extra) and report.lacking == []
     x1, x2 = image(2), image(3)
-    reference = original_ssma_logits(tensors, x1, x2)
+    reference = original_ssma_logits(tensors, x1, x2, prefix=prefix)
     logits = model({"rgb": ours(x1, COLOR), "depth": ours(x2, JET)}, training=False)["logits"]
     np.testing.assert_allclose(logits.numpy(), reference, atol=1e-4)
 
@@ -329,6 +337,18 @@ def test_converted_folder_holds_the_eval_item_of_a_mean_teacher(tmp_path, adapne
     info = read_run_info(str(tmp_path / "mt"))
     assert info["modalities"]["rgb"]["encoding"] == "color"
     assert info["importer"] == "tf1_adapnet_pp" and info["import_report"]["unused"] == []
+
+
+def test_init_keys_take_any_weight_file_and_name_the_key(tmp_path, adapnet_tf1):
+    assert checkpoints.find_checkpoint(adapnet_tf1[0], "init_checkpoint") == adapnet_tf1[0]
+    (tmp_path / "notes.txt").write_text("not weights")
+    with pytest.raises(ConfigError, match=r"key 'checkpoint1': .*notes.txt: not a weight file"):
+        checkpoints.find_checkpoint(str(tmp_path / "notes.txt"), "checkpoint1")
+    with pytest.raises(ConfigError, match="key 'checkpoint': no checkpoint at"):
+        checkpoints.find_checkpoint(str(tmp_path / "notes.txt"), "checkpoint")
+    model = build_model(adapnet_config(), {"rgb": 3})
+    with pytest.raises(ConfigError, match="importing it needs the run's config"):
+        checkpoints.init_from_checkpoint(model, adapnet_tf1[0])
 
 
 def test_inspect_names_the_format_and_the_importer(adapnet_tf1, capsys):
