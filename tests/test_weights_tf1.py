@@ -17,6 +17,7 @@ from ssma_tf.data.normalize import channel_affine
 from ssma_tf.data.schema import ModalitySpec
 from ssma_tf.errors import ConfigError, InputError
 from ssma_tf.models.factory import build_model
+from ssma_tf.models.layers import BN_EPSILON
 from ssma_tf.training import checkpoints, trainer
 from ssma_tf.training.converted import convert
 from ssma_tf.training.run_info import read_run_info
@@ -24,7 +25,7 @@ from ssma_tf.weights import __main__ as weights_cli
 from ssma_tf.weights.assign import variables_by_path
 from ssma_tf.weights.importers import import_weights
 from ssma_tf.weights.readers import Source, read_source
-from ssma_tf.weights.tf1_adapnet import EPSILON, fold_input_bn, input_affine, map_adapnet
+from ssma_tf.weights.tf1_adapnet import fold_input_bn, input_affine, map_adapnet
 from tf1_originals import (
     adam_snapshot_names,
     adapnet_shapes,
@@ -140,7 +141,7 @@ def test_input_bn_fold_equals_bn_on_bgr_raw_pixels():
     x_bgr = rng.integers(0, 256, (5, 7, 3)).astype(np.float64)
 
     def bn(x, p):
-        return (x - p["moving_mean"]) / np.sqrt(p["moving_variance"] + EPSILON) * p["gamma"] \
+        return (x - p["moving_mean"]) / np.sqrt(p["moving_variance"] + BN_EPSILON) * p["gamma"] \
             + p["beta"]
 
     a, b = input_affine(COLOR)

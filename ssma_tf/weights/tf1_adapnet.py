@@ -34,13 +34,13 @@ import numpy as np
 from ssma_tf.data.normalize import channel_affine
 from ssma_tf.data.schema import ModalitySpec
 from ssma_tf.errors import InputError
+from ssma_tf.models.layers import BN_EPSILON
 from ssma_tf.weights.assign import Mapping, variables_by_path
 from ssma_tf.weights.importers import register_importer
 
 PREFIXES = ("resnet_v2_50/", "resnet_v1_50/")
 BN_VECTORS = ("gamma", "beta", "moving_mean", "moving_variance")
-EPSILON = 1e-5
-STEM = ("block1/unit_1/bottleneck_v1/conv1/weights",)
+FIRST_CONV = "block1/unit_1/bottleneck_v1/conv1/weights"    # every layout has it
 DEFAULT_SPEC = ModalitySpec("rgb", "color", 3, "uint8")
 # (our layer, the original's scope)
 DECODER = (("up1", "conv41"), ("dec1_conv1", "conv89"), ("dec1_conv2", "conv96"),
@@ -78,7 +78,7 @@ class Tf1Names:
 
     def prefix(self, root=""):
         """Which of PREFIXES holds the ResNet under `root` ("" or "rgb/"), or None."""
-        return next((p for p in PREFIXES if self.has(root + p + STEM[0])), None)
+        return next((p for p in PREFIXES if self.has(root + p + FIRST_CONV)), None)
 
     def units(self, scope):
         """Units per block under `scope`, counted from the names."""
@@ -99,9 +99,8 @@ class Mapper:
         are addressed by their local path and recorded under `model`'s path."""
         self.names, self.mapping = names, mapping
         by_id = {id(v): path for path, v in variables_by_path(model).items()}
-        self.paths = {local: by_id[id(v)]
-                      for local, v in variables_by_path(part or model).items()}
         self.variables = variables_by_path(part or model)
+        self.paths = {local: by_id[id(v)] for local, v in self.variables.items()}
 
     def has_layer(self, layer):
         return any(p.startswith(f"{layer}/") for p in self.paths)
@@ -119,10 +118,10 @@ class Mapper:
         elif required:
             self.mapping.want(path, name)
 
-    def bn(self, layer, scope, required, transform=None, head=False):
+    def bn(self, layer, scope, required, head=False):
+        """Our BatchNorm `layer` <- the original's `scope`/BatchNorm."""
         for vector in BN_VECTORS:
-            self.one(f"{layer}/{vector}", f"{scope}/BatchNorm/{vector}", required,
-                     transform and (lambda v, vector=vector: transform(vector, v)), head)
+            self.one(f"{layer}/{vector}", f"{scope}/BatchNorm/{vector}", required, head=head)
 
     def layer(self, layer, scope, required, head=False):
         """Our conv `layer` (+ bias, + BN `<layer>_bn`) <- the original's `scope`."""
@@ -168,7 +167,7 @@ def input_affine(spec):
     return 1.0 / scale, -bias / scale
 
 
-def fold_input_bn(vectors, a, b, eps=EPSILON):
+def fold_input_bn(vectors, a, b, eps=BN_EPSILON):
     """The input BN's {vector: [3] BGR} for RGB input x' with x = a * x' + b (exact)."""
     rgb = {k: np.asarray(v, np.float64)[::-1] for k, v in vectors.items()}
     return {"gamma": rgb["gamma"], "beta": rgb["beta"],
@@ -237,10 +236,12 @@ def map_encoder(names, mapping, model, encoder, scope, *, channels, spec, rates,
 
 
 def encoder_options(config):
+    """map_encoder's units and eASPP rates from the config (neither is stored)."""
     return {"units": tuple(config.backbone_units), "rates": tuple(config.easpp_rates)}
 
 
 def rate_notes(config, mapping):
+    """Report lines on the dilations, which come from the config."""
     if config.rates != "code":
         mapping.notes.append(f"rates: {config.rates}: the original checkpoints were trained with "
                              "the released code's dilations (rates: code)")
@@ -259,28 +260,21 @@ def map_decoder(names, mapping, model, layers, scope, required):
                              "logits are unaffected")
 
 
-def modality_of(model, config, options):
-    """(modality, channels, spec) of a unimodal model."""
-    modality = config.modalities[0]
-    channels = int(model.get_layer("encoder").inputs[0].shape[-1])
-    return modality, channels, (options.get("specs") or {}).get(modality)
-
-
 def map_adapnet(source, model, config, options):
     names, mapping = Tf1Names(source), Mapping()
     scope = names.prefix()
-    _, channels, spec = modality_of(model, config, options)
-    opts = encoder_options(config)
-    full = map_encoder(names, mapping, model, model.get_layer("encoder"), scope,
-                       channels=channels, spec=spec, **opts)
+    encoder = model.get_layer("encoder")
+    spec = (options.get("specs") or {}).get(config.modalities[0])
+    full = map_encoder(names, mapping, model, encoder, scope,
+                       channels=int(encoder.inputs[0].shape[-1]), spec=spec,
+                       **encoder_options(config))
     map_decoder(names, mapping, model, DECODER, scope, required=full)
     rate_notes(config, mapping)
     return mapping
 
 
 def fits_adapnet(source):
-    names = Tf1Names(source)
-    return names.prefix() is not None
+    return Tf1Names(source).prefix() is not None
 
 
 register_importer(
