@@ -211,6 +211,9 @@ def test_missing_tensor_and_unit_count_errors(tmp_path, adapnet_tf1):
     with pytest.raises(InputError, match=r"\(3, 4, 6, 3\) units per block, the model "
                                          r"\(backbone_units\) \(3, 4, 6, 2\)"):
         imported_adapnet(adapnet_tf1[0], adapnet_config(backbone_units=[3, 4, 6, 2]))
+    with pytest.raises(InputError, match="conv0/BatchNorm: the checkpoint normalises its input "
+                                         "with a BatchNorm; build the model with input_bn: true"):
+        imported_adapnet(adapnet_tf1[0], adapnet_config(input_bn=False))
 
 
 @pytest.fixture(scope="module")
