@@ -94,6 +94,12 @@ CORE_KEYS = {
     # --- evaluation ---
     "eval_scales": _k("list", [1.0], "multi-scale evaluation factors"),
     "eval_flip": _k("bool", False, "add horizontally flipped predictions at evaluation"),
+    "eval_mode": _k("str", "whole", "evaluation view: the whole image, or sliding windows of"
+                    " eval_crop at eval_stride with overlapping logits averaged",
+                    ("whole", "slide")),
+    "eval_crop": _k("list", None, "sliding-window size [height, width] (eval_mode: slide)"),
+    "eval_stride": _k("list", None, "sliding-window step [height, width] (default 2/3 of"
+                      " eval_crop)"),
     "eval_output": _k("str", "logits", "model output that evaluate / export / predict use, e.g."
                       " logits_depth for one LinearFusion stream (M3L reports every stream)"),
     "num_overlays": _k("int", 0, "prediction overlays written by evaluation"),

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from ssma_tf.data.pipeline import eval_dataset
 from ssma_tf.evaluation.evaluator import evaluate, select_output
+from ssma_tf.evaluation.inference import Inference
 from ssma_tf.io_utils import atomic_write, read_json
 from ssma_tf.training.run_info import RUN_INFO
 
@@ -33,8 +34,7 @@ SCORES = ("miou", "pixel_accuracy", "mean_class_accuracy")   # the logged scores
 def score(model, dataset, config):
     """evaluate()'s result dict for `model` on `dataset` with the config's settings."""
     return evaluate(model, dataset, num_classes=config.num_classes,
-                    ignore_label=config.ignore_label, scales=config.eval_scales,
-                    flip=config.eval_flip)
+                    ignore_label=config.ignore_label, inference=Inference.from_config(config))
 
 
 def read_best(folder):
