@@ -12,8 +12,8 @@ functions, relative ones resolved), nothing is imported. Layers, low to high:
     5  export, runs (a trained run loaded for the command-line tools)
     6  api, app (the Python API `Segmenter` and the browser demo on top of it); the package
        root re-exports `Segmenter` lazily (a function-level import in its __getattr__)
-       root scripts (train.py, evaluate.py, ...) are above all: nothing in ssma_tf
-       imports them.
+       root scripts (train.py, evaluate.py, ...) and a package's __main__ module (`python -m
+       ssma_tf.weights`) are above all: nothing in ssma_tf imports them.
 
 Also checked: same-layer packages kept APART (frameworks <-> evaluation; models import no
 other layer-1 package), no import of a root script, and no circle of module imports.
@@ -108,6 +108,8 @@ def check(root, root_scripts=()):
     for path in python_files(root):
         rel = os.path.relpath(path, root).replace(os.sep, "/")
         module = _module_name(path, root)
+        if module.endswith(".__main__"):   # `python -m` entry point: top-level, like a root script
+            continue
         here = part_of(module)
         if layer_of(here) is None:
             problems.append(f"{rel}: ssma_tf.{here} has no layer; add it to LAYERS in "
@@ -248,6 +250,7 @@ def test_checker_accepts_downward_same_layer_and_absent_optim_imports(tmp_path):
         "ssma_tf/training/d.py": "import numpy\n",
         "ssma_tf/frameworks/g.py": "from ssma_tf.optim import sgd\nfrom . import h\n",
         "ssma_tf/data/a.py": "from ssma_tf.datasets import registry\n",
+        "ssma_tf/data/__main__.py": "from ssma_tf.training import c\n",   # a CLI entry point
     })
     assert not problems, problems
 

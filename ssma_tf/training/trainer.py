@@ -134,9 +134,10 @@ def initialise(framework, config):
     """Fresh run only: every network in `framework.networks()` from init_checkpoint
     (/intialize), else SSMA's experts (stage fusion). A mean teacher's teacher then copies
     the student at its first semi-supervised step."""
-    for model, _ in framework.networks():
-        if config.init_checkpoint:
-            checkpoints.init_from_checkpoint(model, config.init_checkpoint)
+    for index, (model, _) in enumerate(framework.networks()):
+        if config.init_checkpoint:   # an imported file's report printed once
+            checkpoints.init_from_checkpoint(model, config.init_checkpoint, config=config,
+                                             verbose=index == 0)
         elif _needs_experts(config):
             checkpoints.init_experts(model, config)
 

@@ -27,7 +27,8 @@ class Mapping:
     expected: the variable paths the source must fill (missing ones are an error; the rest
     stay as built, e.g. a decoder over an ImageNet backbone); head: the paths that depend
     on the class count (skipped on a shape mismatch when a new head is allowed); notes:
-    lines for the report (layout folds, re-initialised layers)."""
+    lines for the report (layout folds, re-initialised layers); sources: {variable path:
+    its source names}."""
 
     values: dict = dataclasses.field(default_factory=dict)
     origin: dict = dataclasses.field(default_factory=dict)
@@ -35,12 +36,19 @@ class Mapping:
     expected: set = dataclasses.field(default_factory=set)
     head: set = dataclasses.field(default_factory=set)
     notes: list = dataclasses.field(default_factory=list)
+    sources: dict = dataclasses.field(default_factory=dict)
 
     def put(self, path, value, *names):
         """Map source tensors `names` (already transformed into `value`) onto `path`."""
         self.values[path] = np.asarray(value)
         self.origin[path] = " + ".join(names)
+        self.sources[path] = names
         self.used.update(names)
+        self.expected.add(path)
+
+    def want(self, path, *names):
+        """`path` needs source tensors `names` that the source lacks (an error when applied)."""
+        self.origin[path] = " + ".join(names)
         self.expected.add(path)
 
 
@@ -76,8 +84,9 @@ def apply_mapping(model, mapping, source_names, *, new_head=False, where="weight
                          f"(mapped from {mapping.origin.get(unknown[0])})")
     missing = sorted(mapping.expected - set(mapping.values))
     if missing:
-        raise InputError(f"{where}: the source lacks the tensor for {missing[0]} "
-                         f"({len(missing)} missing)")
+        wanted = mapping.origin.get(missing[0])
+        raise InputError(f"{where}: the source lacks "
+                         f"{wanted or 'the tensor'} for {missing[0]} ({len(missing)} missing)")
     matched, skipped = [], []
     for path, value in mapping.values.items():
         variable = variables[path]
@@ -91,7 +100,12 @@ def apply_mapping(model, mapping, source_names, *, new_head=False, where="weight
         matched.append(path)
     for path in matched:
         variables[path].assign(mapping.values[path].astype(variables[path].dtype))
+    # a tensor only a skipped (new-head) variable took is unused; one read and deliberately
+    # dropped (in `used`, feeding no variable) is not
+    feeding = {n for path in mapping.values for n in mapping.sources.get(path, ())}
+    taken = (mapping.used - feeding) | {n for path in matched
+                                        for n in mapping.sources.get(path, ())}
     return Report(matched=sorted(matched),
-                  unused=sorted(set(source_names) - mapping.used),
+                  unused=sorted(set(source_names) - taken),
                   lacking=sorted(set(variables) - set(matched) - set(skipped)),
                   new_head=sorted(skipped), notes=list(mapping.notes))

@@ -13,6 +13,7 @@ import pkgutil
 
 from ssma_tf.errors import InputError
 from ssma_tf.registry import Registry
+from ssma_tf.weights.assign import apply_mapping
 
 IMPORTERS = Registry("importer")
 
@@ -26,6 +27,8 @@ def load_all():
     """Import every module of ssma_tf.weights so that each importer is registered."""
     package = importlib.import_module("ssma_tf.weights")
     for module in pkgutil.iter_modules(package.__path__):
+        if module.name == "__main__":       # the command line, not an importer
+            continue
         importlib.import_module(f"ssma_tf.weights.{module.name}")
 
 
@@ -51,3 +54,12 @@ def importer_for(source, model_name, where="weights"):
         raise InputError(f"{where}: {source.path} is {fits}; it does not fit model "
                          f"{model_name}")
     raise InputError(f"{where}: {source.path} fits several importers for {model_name}: {fits}")
+
+
+def import_weights(model, source, config, options=None, *, new_head=False, where="weights"):
+    """Map `source` (a readers.Source) onto `model`, built from `config`, with the one importer
+    that fits, and assign it; returns (the importer's name, assign.Report)."""
+    entry = importer_for(source, config.model, where)
+    mapping = entry.obj(source, model, config, dict(options or {}))
+    report = apply_mapping(model, mapping, source.tensors, new_head=new_head, where=where)
+    return entry.name, report
