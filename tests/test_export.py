@@ -56,15 +56,22 @@ def test_version_folder_and_side_files(exported):
 
 def test_signature_names_and_dtypes(exported):
     loaded = tf.saved_model.load(exported[1])
+    assert set(loaded.signatures) == {"serving_default", "image_bytes", "records"}
     signature = loaded.signatures["serving_default"]
     _, inputs = signature.structured_input_signature
     assert set(inputs) == {"rgb", "depth"}
-    assert inputs["rgb"].dtype == tf.uint8 and inputs["rgb"].shape.as_list() == [None] * 3 + [3]
-    assert inputs["depth"].dtype == tf.uint16 and inputs["depth"].shape[-1] == 1
-    outputs = signature.structured_outputs
-    assert set(outputs) == {"labels", "probabilities"}
-    assert outputs["labels"].dtype == tf.int32 and outputs["labels"].shape.rank == 3
-    assert outputs["probabilities"].dtype == tf.float32
+    # unknown rank: TF Serving feeds tensors unchecked, so the graph checks them itself
+    assert inputs["rgb"].dtype == tf.uint8 and inputs["rgb"].shape.rank is None
+    assert inputs["depth"].dtype == tf.uint16
+    for name in loaded.signatures:
+        outputs = loaded.signatures[name].structured_outputs
+        assert set(outputs) == {"labels", "probabilities"}
+        assert outputs["labels"].dtype == tf.int32 and outputs["labels"].shape.rank == 3
+        assert outputs["probabilities"].dtype == tf.float32
+        assert outputs["probabilities"].shape.as_list() == [None, None, None, 3]
+    assert set(loaded.signatures["image_bytes"].structured_input_signature[1]) == {"rgb",
+                                                                                    "depth"}
+    assert list(loaded.signatures["records"].structured_input_signature[1]) == ["records"]
 
 
 def test_round_trip_matches_keras_model_at_any_size(model, exported):
@@ -90,6 +97,21 @@ def test_depth_in_metres_and_next_version(model, exported):
     a = serve(rgb=tf.constant(raw["rgb"]), depth=tf.constant(metres))["probabilities"]
     b = units(rgb=tf.constant(raw["rgb"]), depth=tf.constant(raw["depth"]))["probabilities"]
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+
+
+def test_existing_version_refused_unless_overwrite(model, tmp_path):
+    folder = str(tmp_path / "m")
+    first = export_saved_model(model, SPECS, folder, version=3)
+    with pytest.raises(InputError, match=r"already holds version 3.*--overwrite"):
+        export_saved_model(model, SPECS, folder, version=3, depth_input="metres")
+    info = json.load(open(os.path.join(first, "export_info.json")))
+    assert info["depth_input"] == "units"  # untouched
+    export_saved_model(model, SPECS, folder, version=3, depth_input="metres", overwrite=True)
+    info = json.load(open(os.path.join(first, "export_info.json")))
+    assert info["depth_input"] == "metres"
+    assert sorted(os.listdir(folder)) == ["3"]
+    with pytest.raises(InputError, match="positive"):
+        export_saved_model(model, SPECS, folder, version=0)
 
 
 def test_missing_spec_and_bad_depth_option_rejected(model, tmp_path):
