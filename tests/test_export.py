@@ -145,3 +145,24 @@ def test_export_cli_from_a_checkpoint(tmp_path, capsys):
     assert export.main(["--config", config_path, "--output", str(out),
                         "--checkpoint", str(tmp_path / "nothing")]) == 2
     assert "nothing" in capsys.readouterr().err
+    assert export.main(["--config", config_path, "--output", str(out), "--version", "1"]) == 2
+    assert "already holds version 1; pass --overwrite" in capsys.readouterr().err
+
+
+def test_export_cli_onnx_matches_the_saved_model(tmp_path, capsys):
+    import export
+    from eval_models import saved_run
+
+    ort = pytest.importorskip("onnxruntime")
+    config_path = saved_run(tmp_path, model="AdapNet_pp")
+    out = tmp_path / "onnx"
+    assert export.main(["--config", config_path, "--output", str(out), "--format", "onnx"]) == 0
+    assert "model.onnx written" in capsys.readouterr().out
+    assert export.main(["--config", config_path, "--output", str(tmp_path / "sm")]) == 0
+    rgb = _raw_inputs(height=20, width=33)["rgb"]
+    expected = tf.saved_model.load(str(tmp_path / "sm" / "1")).signatures["serving_default"](
+        rgb=tf.constant(rgb))
+    labels, probabilities = ort.InferenceSession(str(out / "1" / "model.onnx")).run(
+        ["labels", "probabilities"], {"rgb": rgb})
+    np.testing.assert_allclose(probabilities, expected["probabilities"].numpy(), atol=1e-5)
+    np.testing.assert_array_equal(labels, expected["labels"].numpy())
