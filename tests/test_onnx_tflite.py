@@ -5,16 +5,15 @@ import json
 import os
 
 import numpy as np
+import onnxruntime as ort
 import pytest
+from ai_edge_litert import interpreter as litert
 
 from ssma_tf.data.normalize import normalize
 from ssma_tf.data.schema import ModalitySpec
 from ssma_tf.errors import InputError
 from ssma_tf.evaluation.evaluator import padded_probabilities
 from ssma_tf.export.portable import export_file
-
-ort = pytest.importorskip("onnxruntime")
-litert = pytest.importorskip("ai_edge_litert.interpreter")
 
 SPECS = {
     "rgb": ModalitySpec("rgb", "color", 3, "uint8"),

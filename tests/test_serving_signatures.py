@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
 
 from eval_models import depth_threshold_model
 from ssma_tf.data.schema import ModalitySpec, encode_example
@@ -119,7 +120,6 @@ def test_rest_request_bodies_through_their_signatures(signatures, reference):
 
 
 def test_grpc_predict_request_tensors_through_the_signature(signatures, reference):
-    predict_pb2 = pytest.importorskip("tensorflow_serving.apis.predict_pb2")
     raw, labels, _ = reference
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "segmenter"
