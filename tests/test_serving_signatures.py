@@ -35,10 +35,14 @@ def _png(image):
 
 
 @pytest.fixture(scope="module")
-def signatures(tmp_path_factory):
+def exported(tmp_path_factory):
     folder = str(tmp_path_factory.mktemp("serving") / "segmenter")
-    return tf.saved_model.load(export_saved_model(depth_threshold_model(), SPECS,
-                                                  folder)).signatures
+    return export_saved_model(depth_threshold_model(), SPECS, folder)
+
+
+@pytest.fixture(scope="module")
+def signatures(exported):
+    return tf.saved_model.load(exported).signatures
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +201,21 @@ def test_records_checks_name_the_input(signatures):
         serve(records=tf.constant([rgb_only]))
     with pytest.raises(InvalidArgument, match=r"input records: empty batch"):
         serve(records=tf.constant([], tf.string))
+
+
+def test_checks_hold_when_fed_as_tf_serving_feeds(exported, reference):
+    """TF Serving runs the signature_def's tensors in a session, feeding the request's tensors
+    unchecked against the declared shapes: the graph's own checks still answer."""
+    raw, labels, _ = reference
+    pngs = {name: [_png(x) for x in raw[name]] for name in raw}
+    with tf.compat.v1.Session(graph=tf.Graph()) as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], exported)
+        signature = meta.signature_def["image_bytes"]
+        feeds = {signature.inputs[name].name: pngs[name] for name in raw}
+        fetched = session.run(signature.outputs["labels"].name, feeds)
+        np.testing.assert_array_equal(fetched, labels)
+        signature = meta.signature_def["serving_default"]
+        feeds = {signature.inputs["rgb"].name: raw["rgb"][..., :2],
+                 signature.inputs["depth"].name: raw["depth"]}
+        with pytest.raises(InvalidArgument, match="input rgb: expected 3 channels"):
+            session.run(signature.outputs["labels"].name, feeds)
