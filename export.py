@@ -46,6 +46,8 @@ def main(argv=None):
         from ssma_tf.export.serving import export_saved_model
         from ssma_tf.runs import load_eval_config, load_run
 
+        if args.size and args.format != "tflite":
+            raise InputError("--size applies to --format tflite only (the others take any size)")
         run = load_run(load_eval_config(args.config, args.override), args.checkpoint)
         options = dict(depth_max=run.config.depth_max, config_dict=run.config.to_dict(),
                        depth_input=args.depth_input, version=args.version,

@@ -152,6 +152,8 @@ def test_export_cli_from_a_checkpoint(tmp_path, capsys):
     assert "nothing" in capsys.readouterr().err
     assert export.main(["--config", config_path, "--output", str(out), "--version", "1"]) == 2
     assert "already holds version 1; pass --overwrite" in capsys.readouterr().err
+    assert export.main(["--config", config_path, "--output", str(out), "--size", "8", "8"]) == 2
+    assert "--size applies to --format tflite only" in capsys.readouterr().err
 
 
 def test_export_cli_onnx_matches_the_keras_model(tmp_path, capsys):
