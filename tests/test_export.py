@@ -13,7 +13,7 @@ from eval_models import depth_threshold_model
 from ssma_tf.data.normalize import normalize
 from ssma_tf.data.schema import ModalitySpec
 from ssma_tf.errors import InputError
-from ssma_tf.evaluation.evaluator import padded_probabilities
+from ssma_tf.evaluation.inference import padded_probabilities
 from ssma_tf.export.serving import export_saved_model
 
 SPECS = {

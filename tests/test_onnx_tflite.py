@@ -12,7 +12,7 @@ from ai_edge_litert import interpreter as litert
 from ssma_tf.data.normalize import normalize
 from ssma_tf.data.schema import ModalitySpec
 from ssma_tf.errors import InputError
-from ssma_tf.evaluation.evaluator import padded_probabilities
+from ssma_tf.evaluation.inference import padded_probabilities
 from ssma_tf.export.portable import export_file
 
 SPECS = {

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from ssma_tf.data.normalize import normalize
 from ssma_tf.data.schema import DatasetInfo, decode_example, encode_example
-from ssma_tf.evaluation.evaluator import padded_probabilities
+from ssma_tf.evaluation.inference import padded_probabilities
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
