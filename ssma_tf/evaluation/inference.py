@@ -129,8 +129,9 @@ def padded_logits(model, inputs, multiple=PAD_MULTIPLE):
     `multiple` and cropped back, so any input size works. Zero is the "no data" value."""
     first = next(iter(inputs.values()))
     height, width = tf.shape(first)[1], tf.shape(first)[2]
-    pad_h = (-height) % multiple
-    pad_w = (-width) % multiple
+    # non-negative operands: tf2onnx turns FloorMod into a truncating x - (x / y) * y
+    pad_h = (multiple - height % multiple) % multiple
+    pad_w = (multiple - width % multiple) % multiple
     padded = {
         name: tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]]) for name, x in inputs.items()
     }
