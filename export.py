@@ -16,7 +16,8 @@ padding to a multiple of 32 are in the graph.
 import argparse
 import sys
 
-from ssma_tf.errors import InputError, print_cli_error
+from ssma_tf.cli import guarded
+from ssma_tf.errors import InputError
 from ssma_tf.export.portable import FORMATS
 from ssma_tf.export.serving import DEPTH_INPUTS
 
@@ -39,27 +40,25 @@ def _parser():
     return parser
 
 
+@guarded
 def main(argv=None):
-    args = _parser().parse_args(argv)
-    try:
-        from ssma_tf.export.portable import export_file
-        from ssma_tf.export.serving import export_saved_model
-        from ssma_tf.runs import load_eval_config, load_run
+    from ssma_tf.export.portable import export_file
+    from ssma_tf.export.serving import export_saved_model
+    from ssma_tf.runs import load_eval_config, load_run
 
-        if args.size and args.format != "tflite":
-            raise InputError("--size applies to --format tflite only (the others take any size)")
-        run = load_run(load_eval_config(args.config, args.override), args.checkpoint)
-        options = dict(depth_max=run.config.depth_max, config_dict=run.config.to_dict(),
-                       depth_input=args.depth_input, version=args.version,
-                       run_info=run.run_info, overwrite=args.overwrite)
-        if args.format == "savedmodel":
-            path = export_saved_model(run.model, run.specs, args.output, **options)
-        else:
-            size = args.size or (run.config.height, run.config.width)
-            path = export_file(run.model, run.specs, args.output, args.format, size=size,
-                               **options)
-    except InputError as exc:
-        return print_cli_error(exc)
+    args = _parser().parse_args(argv)
+    if args.size and args.format != "tflite":
+        raise InputError("--size applies to --format tflite only (the others take any size)")
+    run = load_run(load_eval_config(args.config, args.override), args.checkpoint)
+    options = dict(depth_max=run.config.depth_max, config_dict=run.config.to_dict(),
+                   depth_input=args.depth_input, version=args.version,
+                   run_info=run.run_info, overwrite=args.overwrite)
+    if args.format == "savedmodel":
+        path = export_saved_model(run.model, run.specs, args.output, **options)
+    else:
+        size = args.size or (run.config.height, run.config.width)
+        path = export_file(run.model, run.specs, args.output, args.format, size=size,
+                           **options)
     what = ("signatures serving_default, image_bytes, records" if args.format == "savedmodel"
             else args.format)
     print(f"{path} written ({what}: inputs {', '.join(run.specs)}; outputs labels, "

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ssma_tf.errors import InputError, print_cli_error
+from ssma_tf.cli import guarded
+from ssma_tf.errors import InputError
 from ssma_tf.io_utils import atomic_dir, write_png
 
 CLASS_NAMES = ("floor", "wall", "marking", "relief", "box", "ball", "pit")
@@ -270,6 +271,7 @@ def generate(out_dir, *, num_train=200, num_val=50, height=96, width=128, seed=0
             if split != "unlabeled" or count > 0}
 
 
+@guarded
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="output folder (created or replaced)")
@@ -280,12 +282,9 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    try:
-        lists = generate(args.out, num_train=args.num_train, num_val=args.num_val,
-                         num_unlabeled=args.num_unlabeled, height=args.height,
-                         width=args.width, seed=args.seed)
-    except InputError as err:
-        return print_cli_error(err)
+    lists = generate(args.out, num_train=args.num_train, num_val=args.num_val,
+                     num_unlabeled=args.num_unlabeled, height=args.height,
+                     width=args.width, seed=args.seed)
     for split, path in lists.items():
         print(f"{split}: {path}")
     return 0

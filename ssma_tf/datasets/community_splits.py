@@ -29,10 +29,11 @@ import argparse
 import os
 import sys
 
+from ssma_tf.cli import guarded
 from ssma_tf.data.listfile import read_list
 from ssma_tf.datasets import prepare_common as common
 from ssma_tf.datasets.registry import colour_to_ids, get_dataset
-from ssma_tf.errors import InputError, print_cli_error
+from ssma_tf.errors import InputError
 
 SPLIT_FILES = ("labeled.txt", "unlabeled.txt")
 _VOC_CLASSIC = {"92": (92, 10490), "183": (183, 10399), "366": (366, 10216),
@@ -172,6 +173,7 @@ def convert_split(root, split_dir, out, dataset, *, list_path=None, expect=False
                           len(unlabeled_rows))}
 
 
+@guarded
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", required=True, help="the dataset root the split paths are"
@@ -186,11 +188,8 @@ def main(argv=None):
     parser.add_argument("--expect", action="store_true", help="fail unless the counts are the"
                         " published ones for this split folder's name")
     args = parser.parse_args(argv)
-    try:
-        written = convert_split(args.root, args.splits, args.out, args.dataset,
-                                list_path=args.list, expect=args.expect)
-    except InputError as err:
-        return print_cli_error(err)
+    written = convert_split(args.root, args.splits, args.out, args.dataset,
+                            list_path=args.list, expect=args.expect)
     for part, (path, count) in written.items():
         print(f"{part}: {count} samples -> {path}")
     return 0

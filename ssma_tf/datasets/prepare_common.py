@@ -6,7 +6,8 @@ import os
 import cv2
 import numpy as np
 
-from ssma_tf.errors import InputError, print_cli_error
+from ssma_tf.cli import guarded
+from ssma_tf.errors import InputError
 from ssma_tf.io_utils import atomic_write, write_png  # noqa: F401 (re-exported for the preparers)
 
 
@@ -65,17 +66,19 @@ def lut(image, table):
 
 
 def cli(prepare, description, argv=None, add_arguments=None):
-    """Run `prepare(root, out, **extra)` from --root/--out (+ extra flags); InputError -> exit 2."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--root", required=True, help="the dataset as downloaded")
-    parser.add_argument("--out", required=True, help="folder for list files and converted PNGs")
-    if add_arguments:
-        add_arguments(parser)
-    args = vars(parser.parse_args(argv))
-    try:
+    """Run `prepare(root, out, **extra)` from --root/--out (+ extra flags), ending as every
+    tool does (ssma_tf/cli.py: InputError -> `error:` and exit 2)."""
+    @guarded
+    def main(argv):
+        parser = argparse.ArgumentParser(description=description)
+        parser.add_argument("--root", required=True, help="the dataset as downloaded")
+        parser.add_argument("--out", required=True,
+                            help="folder for list files and converted PNGs")
+        if add_arguments:
+            add_arguments(parser)
+        args = vars(parser.parse_args(argv))
         lists = prepare(args.pop("root"), args.pop("out"), **args)
-    except InputError as err:
-        return print_cli_error(err)
-    for split, path in lists.items():
-        print(f"{split}: {path}")
-    return 0
+        for split, path in lists.items():
+            print(f"{split}: {path}")
+        return 0
+    return main(argv)

@@ -19,9 +19,10 @@ import sys
 
 import numpy as np
 
+from ssma_tf.cli import guarded
 from ssma_tf.data.listfile import read_list
 from ssma_tf.datasets.prepare_common import write_list
-from ssma_tf.errors import InputError, print_cli_error
+from ssma_tf.errors import InputError
 
 DEFAULT_RATIOS = ("1/20", "1/8")
 DEFAULT_SEEDS = (0, 1, 2)
@@ -71,6 +72,7 @@ def make_splits(list_path, out_dir, *, ratios=DEFAULT_RATIOS, seeds=DEFAULT_SEED
     return written
 
 
+@guarded
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--list", required=True, help="labeled list file (e.g. train.txt)")
@@ -81,11 +83,8 @@ def main(argv=None):
     parser.add_argument("--relative-to", default=None,
                         help="write paths relative to this folder instead of each list's folder")
     args = parser.parse_args(argv)
-    try:
-        written = make_splits(args.list, args.out, ratios=args.ratios, seeds=args.seeds,
-                              columns=args.columns, relative_to=args.relative_to)
-    except InputError as err:
-        return print_cli_error(err)
+    written = make_splits(args.list, args.out, ratios=args.ratios, seeds=args.seeds,
+                          columns=args.columns, relative_to=args.relative_to)
     for (ratio, seed), (labeled, _) in sorted(written.items()):
         print(f"{ratio} split{seed}: {labeled}")
     return 0

@@ -15,7 +15,7 @@ the tensors and which importers (and models) the file fits.
 import argparse
 import sys
 
-from ssma_tf.errors import InputError, print_cli_error
+from ssma_tf.cli import guarded
 
 
 def _parser():
@@ -73,15 +73,13 @@ def convert(args):
     print(f"checkpoint folder written: {args.output}")
 
 
+@guarded
 def main(argv=None):
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "inspect":
-            inspect(args.source, args.limit)
-        else:
-            convert(args)
-    except InputError as exc:
-        return print_cli_error(exc)
+    if args.command == "inspect":
+        inspect(args.source, args.limit)
+    else:
+        convert(args)
     return 0
 
 
