@@ -57,6 +57,7 @@ from ssma_tf.frameworks.common import concat_inputs, num_rows, step_seed
 from ssma_tf.frameworks.losses import valid_mask
 from ssma_tf.frameworks.mean_teacher import KEYS as MEAN_TEACHER_KEYS
 from ssma_tf.frameworks.mean_teacher import MeanTeacher
+from ssma_tf.models.factory import MODEL_ATTRIBUTES
 from ssma_tf.models.layers import batch_norm, conv
 from ssma_tf.registry import Key, register_framework
 
@@ -79,8 +80,7 @@ def add_representation_head(model, channels, dim):
     x = keras.layers.ReLU(name="rep_relu1")(batch_norm(name="rep_conv1_bn")(x))
     rep = conv(x, dim, 1, use_bias=True, name="rep_conv2")
     wrapped = keras.Model(model.input, {**model.output, "rep": rep}, name=model.name)
-    for attribute in ("output_loss_weights", "output_penalty_weights", "output_loss_kinds",
-                      "encoder_head_prefixes"):
+    for attribute in MODEL_ATTRIBUTES:
         if hasattr(model, attribute):
             setattr(wrapped, attribute, getattr(model, attribute))
     return wrapped
