@@ -38,7 +38,14 @@ Where this differs from the released code:
   apply; both off by default as the code).
 - The teacher's probabilities for the contrastive loss are its full-size softmax
   subsampled (the code: the softmax of its stride-4 logits).
-- alpha's schedule runs on steps (`epoch_steps` gives the code's per-epoch staircase).
+- alpha's schedule runs on steps (`epoch_steps` gives the code's per-epoch staircase); the
+  supervised-only phase is `sup_only_steps` (the code's sup_only_epoch 1 = one epoch of steps,
+  set by the configs).
+- The teacher's BatchNorm statistics are copied from the student each step (the mean teacher
+  family's rule); the code keeps the teacher's own, moved by its train-mode forwards.
+- The memory bank is a fixed-capacity ring buffer per class (the code: a growing tensor cut
+  to the capacity), the same latest keys; sampling draws among the filled rows.
+- Not under `xla: true` (masks of data-dependent size).
 - `contrast_mode: paper` fixes the code's empty labeled negatives, its label-equals-class
   condition on unlabeled negatives and its class-index mix-up (see u2pl_contrast).
 - Multimodal models: CutMix mixes every modality; the colour jitter of the pipeline
