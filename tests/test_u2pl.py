@@ -19,6 +19,7 @@ from trainer_data import tiny_config, write_records
 
 SMALL = {"rep_dim": 8, "rep_channels": 8, "num_queries": 16, "num_negatives": 4,
          "queue_size": 4000, "background_queue_size": 5000, "low_rank": 1}
+TINIER = {"width_multiplier": 0.0625}          # the train() runs' AdapNet++
 TINY_ADAPNET = {"model": "AdapNet_pp", "width_multiplier": 0.125, "backbone_units": [1, 1, 1, 1]}
 TINY_DEEPLAB = {"model": "deeplabv3plus", "backbone": "resnet50", "backbone_units": [1, 1, 1, 1],
                 "width_multiplier": 0.0625, "head": "u2pl"}
@@ -249,6 +250,14 @@ def test_the_model_gets_a_representation_head_and_deeplabs_head_trains_with_the_
         make(pseudo_targets="per_output")
 
 
+def test_a_model_without_a_decoder_feature_is_refused_by_name():
+    config = config_from_dict({"framework": "u2pl", "model": "linearfusion", "backbone": "b0",
+                               "decoder_dim": 16, "num_classes": NUM_CLASSES, "height": H,
+                               "width": W, "modalities": ["rgb", "depth"]}, "test")
+    with pytest.raises(ConfigError, match="model linearfusion has no feature 'decoder'"):
+        build_framework(config)
+
+
 def test_steps_train_the_student_fill_the_queues_and_restore_from_a_checkpoint(tmp_path):
     fw = make()
     step = tf.function(fw.train_step)
@@ -303,35 +312,38 @@ def records(tmp_path_factory):
     return write_records(tmp_path_factory.mktemp("data"))
 
 
-def _bank(config):
-    fw = build_framework(config, channels={"rgb": 3, "depth": 1})
-    tf.train.Checkpoint(step=fw.step, **checkpoints.trackable(fw.checkpoint_items())).restore(
-        tf.train.latest_checkpoint(config.checkpoint)).assert_existing_objects_matched()
-    return fw
+def _saved(folder):
+    """(step, {keys, pointers, counts}) of the memory bank in the latest checkpoint."""
+    reader = tf.train.load_checkpoint(folder)
+    bank = {name: reader.get_tensor(f"memory_bank/{name}/.ATTRIBUTES/VARIABLE_VALUE")
+            for name in ("keys", "pointers", "counts")}
+    return int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")), bank
 
 
 def test_u2pl_trains_through_train_and_resumes_with_its_queues(tmp_path, records):
     keys = dict(framework="u2pl", unlabeled_data=records, summary_step=0, **SMALL)
-    first = tiny_config(tmp_path, records, max_iteration=2, **keys)
+    first = tiny_config(tmp_path, records, {**TINY_ADAPNET, **TINIER}, max_iteration=2, **keys)
     train(first)
-    saved = _bank(first)
-    counts = saved.memory_bank.counts.numpy()
-    assert int(saved.step) == 2 and counts.sum() > 0           # step 2 filled them
+    step, saved = _saved(first.checkpoint)
+    counts = saved["counts"]
+    assert step == 2 and counts.sum() > 0 and counts.tolist() == saved["pointers"].tolist()
     resumed = first.replace(max_iteration=3)                    # the run killed at step 2
     train(resumed)
     assert read_run_info(resumed.checkpoint)["start_step"] == 2
-    later = _bank(resumed)
-    assert int(later.step) == 3
-    for c, count in enumerate(counts):       # the old keys are still there, new ones after
-        np.testing.assert_array_equal(later.memory_bank.contents(c).numpy()[:count],
-                                      saved.memory_bank.contents(c).numpy())
-    assert later.memory_bank.counts.numpy().sum() > counts.sum()
+    step, later = _saved(resumed.checkpoint)
+    assert step == 3 and np.all(later["counts"] >= counts)
+    assert later["counts"].sum() > counts.sum()
+    offsets = [0, SMALL["background_queue_size"]]    # class 0's queue, then class 1's
+    for offset, count in zip(offsets, counts):  # the old keys are still first, new ones after
+        np.testing.assert_array_equal(later["keys"][offset:offset + count],
+                                      saved["keys"][offset:offset + count])
 
 
 def test_u2pl_trains_ssma_on_rgb_and_depth(tmp_path, records):
-    config = tiny_config(tmp_path, records, {**TINY_ADAPNET, "model": "SSMA", "stage": "finetune"},
+    config = tiny_config(tmp_path, records, {**TINY_ADAPNET, **TINIER, "model": "SSMA",
+                                             "stage": "finetune"},
                          modalities=["rgb", "depth"], framework="u2pl",
                          unlabeled_data=records, max_iteration=2, summary_step=0, **SMALL)
     train(config)
-    fw = _bank(config)
-    assert "rep" in fw.teacher.output and fw.memory_bank.counts.numpy().sum() > 0
+    step, bank = _saved(config.checkpoint)
+    assert step == 2 and bank["counts"].sum() > 0
