@@ -25,26 +25,33 @@ TINY_DEEPLAB = {"model": "deeplabv3plus", "backbone": "resnet50", "backbone_unit
                 "width_multiplier": 0.0625, "head": "u2pl"}
 
 
-def tiny_builder(features=()):
-    """conv-BN-ReLU, a stride-2 "decoder" feature, logits upsampled to the input."""
-    rgb = keras.Input((None, None, 3), name="rgb")
-    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(rgb)
-    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="conv_bn")(x))
-    feature = keras.layers.AveragePooling2D(2, name="decoder")(x)
-    logits = keras.layers.UpSampling2D(2, interpolation="bilinear")(
-        keras.layers.Conv2D(NUM_CLASSES, 1, name="classifier")(feature))
-    outputs = {"logits": logits}
-    if "decoder" in features:
-        outputs["feature_decoder"] = feature
-    return keras.Model({"rgb": rgb}, outputs)
+def tiny_builder(modalities=("rgb",)):
+    """A model builder: per modality a conv, concatenated, BN-ReLU, a stride-2 "decoder"
+    feature, logits upsampled to the input."""
+    def build(features=()):
+        inputs = {m: keras.Input((None, None, 1 if m == "depth" else 3), name=m)
+                  for m in modalities}
+        x = keras.layers.Concatenate()([keras.layers.Conv2D(4, 3, padding="same",
+                                                            name=f"conv_{m}")(inputs[m])
+                                        for m in modalities] + [keras.ops.zeros_like(
+                                            inputs[modalities[0]][..., :1])])
+        x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="conv_bn")(x))
+        feature = keras.layers.AveragePooling2D(2, name="decoder")(x)
+        logits = keras.layers.UpSampling2D(2, interpolation="bilinear")(
+            keras.layers.Conv2D(NUM_CLASSES, 1, name="classifier")(feature))
+        outputs = {"logits": logits}
+        if "decoder" in features:
+            outputs["feature_decoder"] = feature
+        return keras.Model(inputs, outputs)
+    return build
 
 
-def make(strategy=None, **overrides):
+def make(strategy=None, modalities=("rgb",), **overrides):
     config = config_from_dict({
         "framework": "u2pl", **TINY_ADAPNET, "num_classes": NUM_CLASSES, "batch_size": L,
         "unlabeled_batch_size": U, "height": H, "width": W, "max_iteration": 10,
-        "modalities": ["rgb"], **SMALL, **overrides}, "test")
-    return build_framework(config, strategy, model_builder=tiny_builder)
+        "modalities": list(modalities), **SMALL, **overrides}, "test")
+    return build_framework(config, strategy, model_builder=tiny_builder(modalities))
 
 
 # --- the entropy split ---------------------------------------------------------------------
@@ -256,6 +263,46 @@ def test_a_model_without_a_decoder_feature_is_refused_by_name():
                                "width": W, "modalities": ["rgb", "depth"]}, "test")
     with pytest.raises(ConfigError, match="model linearfusion has no feature 'decoder'"):
         build_framework(config)
+
+
+def test_cutmix_mixes_every_modality_and_the_pseudo_labels_with_one_box():
+    modalities = ("rgb", "depth")
+    (inputs_l, labels), inputs_u = batches(list(modalities))
+    plain = make(modalities=modalities, cutmix_probability=0.0)
+    batch, _, targets, _ = plain._prepare(inputs_l, labels, inputs_u)
+    for m in modalities:
+        np.testing.assert_array_equal(batch[m][L:].numpy(), inputs_u[m].numpy())
+    fw = make(modalities=modalities, cutmix_probability=1.0)
+    fw.step.assign(1)                          # past the first step's teacher copy
+    pseudo = fw.pseudo_targets(fw.teacher_forward(inputs_u), inputs=inputs_u).numpy()
+    batch, _, targets, _ = fw._prepare(inputs_l, labels, inputs_u)
+    np.testing.assert_array_equal(targets.labels[:L].numpy(), labels.numpy())
+    np.testing.assert_array_equal(batch["rgb"][:L].numpy(), inputs_l["rgb"].numpy())
+    rgb, depth = batch["rgb"][L:].numpy(), batch["depth"][L:].numpy()
+    taken = np.all(rgb == np.roll(inputs_u["rgb"].numpy(), -1, axis=0), axis=-1)
+    kept = np.all(rgb == inputs_u["rgb"].numpy(), axis=-1)
+    assert np.all(taken ^ kept) and 0.4 < taken.mean() < 0.6        # one half-image box
+    depth_u = inputs_u["depth"].numpy()[..., 0]
+    np.testing.assert_array_equal(depth[..., 0],
+                                  np.where(taken, np.roll(depth_u, -1, axis=0), depth_u))
+    np.testing.assert_array_equal(targets.labels[L:].numpy(),
+                                  np.where(taken, np.roll(pseudo, -1, axis=0), pseudo))
+    assert targets.entropy.shape == (L + U, H, W)
+
+
+def test_the_supervised_only_phase_leaves_teacher_and_queues_then_the_teacher_copies():
+    fw = make(sup_only_steps=1)
+    teacher = [w.numpy().copy() for w in fw.teacher.trainable_weights]
+    (labeled, _), unlabeled = batches(["rgb"]), batches(["rgb"])[1]
+    fw.supervised_only_step(labeled)
+    fw.step.assign(1)
+    assert fw.memory_bank.counts.numpy().sum() == 0
+    for before, after in zip(teacher, fw.teacher.trainable_weights):
+        np.testing.assert_array_equal(before, after.numpy())
+    fw.train_step(labeled, unlabeled)          # ssl step 0: copy, then EMA decay 0
+    for student, after in zip(fw.model.trainable_weights, fw.teacher.trainable_weights):
+        np.testing.assert_allclose(student.numpy(), after.numpy(), rtol=1e-6)
+    assert fw.memory_bank.counts.numpy().sum() > 0
 
 
 def test_steps_train_the_student_fill_the_queues_and_restore_from_a_checkpoint(tmp_path):
