@@ -13,6 +13,7 @@ from ssma_tf.frameworks import u2pl, u2pl_contrast
 from ssma_tf.frameworks.build import build_framework
 from ssma_tf.optim.optimizers import split_variables
 from ssma_tf.training import checkpoints
+from ssma_tf.training.checkpoints import restore_eval_model
 from ssma_tf.training.run_info import read_run_info
 from ssma_tf.training.trainer import train
 from trainer_data import tiny_config, write_records
@@ -394,3 +395,7 @@ def test_u2pl_trains_ssma_on_rgb_and_depth(tmp_path, records):
     train(config)
     step, bank = _saved(config.checkpoint)
     assert step == 2 and bank["counts"].sum() > 0
+    model = restore_eval_model(config)       # the teacher, without its representation head
+    inputs = {"rgb": np.ones((1, 32, 64, 3), "float32"), "depth": np.ones((1, 32, 64, 1),
+                                                                          "float32")}
+    assert tuple(model(inputs, training=False)["logits"].shape) == (1, 32, 64, 2)
