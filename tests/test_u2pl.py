@@ -269,11 +269,11 @@ def test_a_model_without_a_decoder_feature_is_refused_by_name():
 def test_cutmix_mixes_every_modality_and_the_pseudo_labels_with_one_box():
     modalities = ("rgb", "depth")
     (inputs_l, labels), inputs_u = batches(list(modalities))
-    plain = make(modalities=modalities, cutmix_probability=0.0)
+    plain = make(modalities=modalities, cutmix_prob=0.0)
     batch, _, targets, _ = plain._prepare(inputs_l, labels, inputs_u)
     for m in modalities:
         np.testing.assert_array_equal(batch[m][L:].numpy(), inputs_u[m].numpy())
-    fw = make(modalities=modalities, cutmix_probability=1.0)
+    fw = make(modalities=modalities, cutmix_prob=1.0)
     fw.step.assign(1)                          # past the first step's teacher copy
     pseudo = fw.pseudo_targets(fw.teacher_forward(inputs_u), inputs=inputs_u).numpy()
     batch, _, targets, _ = fw._prepare(inputs_l, labels, inputs_u)

@@ -8,7 +8,7 @@ and loss terms. One step (L labeled, U unlabeled rows; t = progress through the 
 the global step, in whole epochs with `epoch_steps`):
 1. pseudo labels y_u = argmax teacher(x_u) (inference mode, `teacher_train_mode` false as
    the code's teacher.eval(); crop padding unlabeled);
-2. CutMix (`cutmix`, with probability `cutmix_probability` per batch): per row one box of
+2. CutMix (`cutmix`, with probability `cutmix_prob` per batch): per row one box of
    half the image (width uniform in (W/2, W), height = area / width, placed uniformly);
    inside it the row takes row i+1's pixels (every modality) and pseudo label;
 3. the student runs on X = [x_l ; mixed x_u] ("logits" and the representation "rep"), and
@@ -171,7 +171,7 @@ class U2PL(MeanTeacher):
         if self.config.cutmix:
             seed = step_seed(self.config.seed, self.step, SALT_U2PL_CUTMIX)
             first = next(iter(inputs_u.values()))
-            coin = tf.random.stateless_uniform([], seed) < self.config.cutmix_probability
+            coin = tf.random.stateless_uniform([], seed) < self.config.cutmix_prob
             mask = coin & half_box_masks(tf.random.experimental.stateless_fold_in(seed, 1),
                                          num_rows(inputs_u), tf.shape(first)[1],
                                          tf.shape(first)[2])
@@ -238,7 +238,7 @@ KEYS = {
                        ("unlabeled",)),
     "cutmix": Key("bool", True, "U2PL's CutMix (one half-image box, partner row i+1) of the"
                   " unlabeled batch and its pseudo labels"),
-    "cutmix_probability": Key("float", 0.5, "chance per batch that CutMix is applied (the"
+    "cutmix_prob": Key("float", 0.5, "chance per batch that CutMix is applied (the"
                               " code: 0.5)", bounds=(0, 1)),
     "teacher_train_mode": Key("bool", False, "the pseudo-label forward of the teacher uses"
                               " batch statistics (the code: eval mode); its second forward, on"
