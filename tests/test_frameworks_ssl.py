@@ -174,9 +174,10 @@ def fusion_builder():
                                decoder_dim=8)
 
 
-def inline_fusion_builder():
+def inline_fusion_builder(features=()):
     """A few-layer RGB-D model: fast to build and to trace (framework mechanics tests).
-    Synchronised BN, as the trainer's default, keeps moving statistics equal on replicas."""
+    Synchronised BN, as the trainer's default, keeps moving statistics equal on replicas.
+    `features` ("decoder": the last hidden map) as the model factory adds them."""
     import keras
     inputs = {"rgb": keras.Input((None, None, 3), name="rgb"),
               "depth": keras.Input((None, None, 1), name="depth")}
@@ -186,7 +187,10 @@ def inline_fusion_builder():
     x = keras.layers.Dropout(0.1)(keras.layers.ReLU()(x))
     logits = keras.layers.Conv2D(NUM_CLASSES, 1, name="logits")(x)
     aux = keras.layers.Conv2D(NUM_CLASSES, 1, name="aux")(x)
-    model = keras.Model(inputs, {"logits": logits, "aux": aux})
+    outputs = {"logits": logits, "aux": aux}
+    if "decoder" in features:
+        outputs["feature_decoder"] = x
+    model = keras.Model(inputs, outputs)
     model.output_loss_weights = {"logits": 1.0, "aux": 0.5}
     return model
 

@@ -70,6 +70,11 @@ def model_entry(config):
     return registry.MODELS.get(config.model, f"{config.source}: key 'model'")
 
 
+# what a builder sets on its model beside the layers (a wrapping keras.Model must carry them)
+MODEL_ATTRIBUTES = ("output_loss_weights", "output_penalty_weights", "output_loss_kinds",
+                    "encoder_head_prefixes")
+
+
 def build_model(config, channels=None, features=()):
     """The keras.Model named by config.model; `channels` = {modality: C} (default per name).
     A multimodal builder gets `(num_classes, {modality: C}, **options)`, a unimodal one
@@ -96,7 +101,8 @@ def build_model(config, channels=None, features=()):
 
 def with_features(model, model_name, layers, names):
     """`model` whose outputs also hold "feature_<name>" for each of `names`: the output of
-    the layer `layers` ({feature name: layer name}) names; loss and penalty weights are kept."""
+    the layer `layers` ({feature name: layer name}) names; loss and penalty weights, loss kinds
+    and encoder head prefixes (the optimizer groups) are kept."""
     unknown = [n for n in names if n not in layers]
     if unknown:
         raise ConfigError(f"model {model_name} has no feature {unknown[0]!r} (it has "
@@ -105,7 +111,7 @@ def with_features(model, model_name, layers, names):
     for name in names:
         outputs[f"feature_{name}"] = model.get_layer(layers[name]).output
     wrapped = keras.Model(model.input, outputs, name=model.name)
-    for attribute in ("output_loss_weights", "output_penalty_weights"):
+    for attribute in MODEL_ATTRIBUTES:
         if hasattr(model, attribute):
             setattr(wrapped, attribute, getattr(model, attribute))
     return wrapped
