@@ -28,7 +28,7 @@ Class filter (`ClassFilter`, at evaluation, prediction and export): the teacher'
 scores >= `mlmt_threshold` (0.2) mark the classes present; `mlmt_filter: zero` (default, the
 released code) multiplies each absent class's logit map by 0, so it keeps logit 0 and can
 still win where every present class is negative; `neg_inf` gives absent classes -1e30 (for
--inf, finite so softmax stays defined when no class passes); `off` evaluates the
+-inf, finite so softmax stays defined when no class passes); `none` evaluates the
 segmenter alone. `filtered_segmenter` wraps segmenter + teacher as the eval model (outputs
 "logits" filtered, "unfiltered_logits", "class_scores").
 
@@ -53,7 +53,7 @@ from ssma_tf.frameworks.mean_teacher import ema_decay
 from ssma_tf.models.resnet_v1 import resnet_v1_features
 from ssma_tf.registry import Key
 
-FILTERS = ("zero", "neg_inf", "off")
+FILTERS = ("zero", "neg_inf", "none")
 ABSENT_LOGIT = -1e30          # `neg_inf`: stands in for -inf
 COSINE_EPS = 1e-12            # CosineEmbeddingLoss's epsilon on the squared norms
 
@@ -155,7 +155,7 @@ class MLMTBranch:
                 **self.optimizer.checkpoint_items("classifier_optimizer")}
 
     def eval_model(self, model):
-        """`model` with the teacher's class filter (`model` itself with mlmt_filter off)."""
+        """`model` with the teacher's class filter (`model` itself with mlmt_filter none)."""
         return wrap_for_eval(self.config, model, self.teacher)
 
     def train_step(self, inputs_l, labels, teacher_view, student_view, step):
@@ -183,8 +183,8 @@ class MLMTBranch:
 
 def wrap_for_eval(config, model, classifier):
     """`filtered_segmenter` of `model` and `classifier` per the config, or `model` with
-    `mlmt_filter: off`."""
-    if config.mlmt_filter == "off":
+    `mlmt_filter: none`."""
+    if config.mlmt_filter == "none":
         return model
     return filtered_segmenter(model, classifier, threshold=config.mlmt_threshold,
                               mode=config.mlmt_filter)
@@ -201,7 +201,7 @@ KEYS = {
     "mlmt_threshold": Key("float", 0.2, "MLMT: a class is present when the teacher's sigmoid"
                           " score is at least this (the code: 0.2)", bounds=(0, 1)),
     "mlmt_filter": Key("str", "zero", "MLMT class filter at evaluation: zero (absent classes'"
-                       " logits x 0, the code), neg_inf (absent classes -1e30) or off (the"
+                       " logits x 0, the code), neg_inf (absent classes -1e30) or none (the"
                        " segmenter alone)", FILTERS),
     "mlmt_depth": Key("int", 101, "MLMT classifier ResNet depth (the code: 101)", (50, 101)),
     "mlmt_units": Key("list", None, "MLMT classifier blocks per stage; overrides mlmt_depth"

@@ -50,7 +50,7 @@ Where this differs from the released code:
 trained as a mean teacher after each step on the same labeled batch and on the unlabeled
 stream's two views (S and D see the first); the eval model is then the segmenter with the
 teacher's class filter (`mlmt_filter`, default zero: absent classes' logits x 0, as the code),
-so validation, evaluate.py, export and predict apply it; `--override mlmt_filter=off`
+so validation, evaluate.py, export and predict apply it; `--override mlmt_filter=none`
 evaluates the segmenter alone.
 
 Modalities: D and the classifier see every modality; photometric augmentation touches the
@@ -216,7 +216,7 @@ class S4GAN(Framework):
 
     @classmethod
     def eval_parts(cls, config, model):
-        if not config.mlmt or config.mlmt_filter == "off":
+        if not config.mlmt or config.mlmt_filter == "none":
             return super().eval_parts(config, model)
         teacher = mlmt.classifier_from_config(config, mlmt.input_channels(model))
         return (mlmt.wrap_for_eval(config, model, teacher),
