@@ -244,6 +244,42 @@ def test_a_run_restored_inside_a_round_continues_exactly(tmp_path):
             np.testing.assert_array_equal(a, b)
 
 
+def test_two_replicas_cross_round_boundaries_as_one_device():
+    """Each replica gets the same batch: the global values equal one device's; labellers and
+    restarted optimizers stay in sync."""
+    keys = {**ROUNDS, "dmt_round_steps": 1}
+    single = build_framework(make_config("dmt", **keys), model_builder=_plain_builder)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    mirrored = build_framework(make_config("dmt", **keys, batch_size=4, unlabeled_batch_size=4),
+                               strategy, model_builder=_plain_builder)
+    for name in ("model", "model2"):
+        getattr(mirrored, name).set_weights(getattr(single, name).get_weights())
+    data = batches(["depth", "rgb"])
+
+    @tf.function
+    def step():
+        out = strategy.run(mirrored.train_step, args=data)
+        return {k: strategy.reduce(mirrored.log_reduction(k), v, axis=None)
+                for k, v in out.items()}
+
+    for fw in (single, mirrored):
+        fw.step.assign(1)
+    for _ in range(2):                                  # rounds 0 and 1, each restarted
+        expected = run_steps(single, 1, data)[0]
+        got = {k: float(v) for k, v in step().items()}
+        mirrored.step.assign_add(1)
+        for name in ("loss", "mutual_loss", "mutual_loss2", "pseudo_kept", "dmt_round",
+                     "learning_rate"):
+            assert got[name] == pytest.approx(expected[name], rel=1e-4), name
+    assert got["dmt_round"] == 1.0
+    for var in mirrored.labeler1.weights + mirrored.round_optimizer.inner().variables:
+        replicas = [v.numpy() for v in var.value.values] if hasattr(var.value, "values") \
+            else [var.numpy()]
+        np.testing.assert_allclose(replicas[0], replicas[-1], rtol=1e-5, atol=1e-6)
+    iterations = mirrored.round_optimizer.inner().iterations.value      # restarted at round 1
+    assert [int(v.numpy()) for v in iterations.values] == [1, 1]
+
+
 def test_dmt_batch_normalisation_divides_both_terms_by_the_whole_batch():
     """L = U = 2: "batch" divides by L + U = 4, "separate" by 2, so every term halves."""
     frameworks = [build_framework(make_config("dmt", dmt_normalize=mode),

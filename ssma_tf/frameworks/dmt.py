@@ -98,14 +98,16 @@ def round_starts(ssl_step, round_steps, num_rounds):
             & (ssl_step // round_steps < num_rounds))
 
 
-def restart_optimizer(optimizer):
-    """Zero the step count and slots of every group of a GroupOptimizer (a fresh optimizer;
-    loss scales and learning-rate variables are kept)."""
+def restart_optimizer(optimizer, restart):
+    """Where bool `restart` holds, zero the step count and slots of every group of a
+    GroupOptimizer (a fresh optimizer; loss scales and learning-rate variables are kept).
+    Assigned every step (times 0 or 1): the step count syncs replicas, which a conditional
+    branch under a distribution strategy may not do."""
     for keras_optimizer in optimizer.optimizers.values():
         inner = getattr(keras_optimizer, "inner_optimizer", keras_optimizer)
         for variable in inner.variables:
             if variable.name != "learning_rate":
-                variable.assign(tf.zeros_like(variable))
+                variable.assign(variable * tf.cast(tf.logical_not(restart), variable.dtype))
 
 
 class DMT(Framework):
@@ -177,15 +179,16 @@ class DMT(Framework):
     def start_round_if_due(self):
         """At a round's first step: labeller k <- network k (frozen labellers) and both round
         optimizers restart. Returns the bool condition."""
-        def start():
-            if self.labeler1 is not None:
-                ema_update(self.labeler1.weights, self.model.weights, 0.0)
-                ema_update(self.labeler2.weights, self.model2.weights, 0.0)
-            restart_optimizer(self.round_optimizer)
-            restart_optimizer(self.round_optimizer2)
+        def freeze():
+            ema_update(self.labeler1.weights, self.model.weights, 0.0)
+            ema_update(self.labeler2.weights, self.model2.weights, 0.0)
             return tf.constant(True)
         due = round_starts(self.ssl_step, self.round_steps, len(self.config.dmt_ratios))
-        return tf.cond(due, start, lambda: tf.constant(False))
+        if self.labeler1 is not None:
+            tf.cond(due, freeze, lambda: tf.constant(False))
+        restart_optimizer(self.round_optimizer, due)
+        restart_optimizer(self.round_optimizer2, due)
+        return due
 
     def class_thresholds(self, labels, confidence):
         """The round's class thresholds (its ratio picked in the graph)."""
