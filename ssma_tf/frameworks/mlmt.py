@@ -16,7 +16,8 @@ One step (`MLMTBranch.train_step`, run by s4GAN after its own step, on s4GAN's b
   jitter; the student gets the second), so photometric changes touch colour modalities only
   and geometric ones all modalities jointly, as the input pipeline does;
 - w(t) = 0 before `mlmt_burnin_steps`, then linear to 1 over `mlmt_ramp_steps` (the code:
-  0 for 10 epochs, then 2 % per epoch); t counts the semi-supervised steps;
+  0 for 10 epochs, then 2 % per epoch); t counts the semi-supervised steps (s4GAN's
+  supervised-only steps, `sup_only_steps`, do not train the classifier);
 - its own SGD (Nesterov, `mlmt_learning_rate` 3e-2, momentum 0.9, weight decay 1e-5, cosine
   to `mlmt_end_learning_rate` 1e-4 over max_iteration), no learning-rate multipliers;
 - then teacher <- a_t teacher + (1 - a_t) student over the trainable weights with
