@@ -11,6 +11,8 @@ import sys
 
 from absl import app, flags, logging
 
+from ssma_tf.cli import guarded, without_debug
+
 flags.DEFINE_string("file", None, "List file: one sample per line, `mod1 mod2 ... label`.",
                     short_name="f")
 flags.DEFINE_string("record", None, "Output record path (shards get -0000i-of-0000N.tfrecord).",
@@ -33,6 +35,9 @@ flags.DEFINE_integer("num_shards", 1, "Number of output shards.", lower_bound=1)
 flags.DEFINE_enum("image_format", "png", ["png", "raw"], "Pixel storage in the records: png "
                   "(compact) or raw (uncompressed, ~3x larger, fastest to decode when training).")
 flags.DEFINE_integer("workers", None, "Worker processes (default: CPU count).", lower_bound=1)
+flags.DEFINE_bool("overwrite", False, "Allow an output path that is an input (list or image).")
+flags.DEFINE_bool("allow_8bit_depth", False, "Accept 8-bit or JPEG images in raw-depth columns "
+                  "(normally refused: their values are not depth units).")
 flags.mark_flags_as_required(["file", "record"])
 FLAGS = flags.FLAGS
 
@@ -48,25 +53,24 @@ def _dashes_to_underscores(argv):
     return fixed
 
 
+@guarded
 def main(argv):
     from ssma_tf.data.convert import convert
-    from ssma_tf.errors import InputError, print_cli_error
+    from ssma_tf.errors import InputError
 
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        convert(FLAGS.file, FLAGS.record, modalities=FLAGS.modalities, unlabeled=FLAGS.unlabeled,
-                encodings_by_name=FLAGS.encodings, depth_scale=FLAGS.depth_scale,
-                intrinsics=FLAGS.intrinsics, fill_holes=FLAGS.fill_holes,
-                jet_max_depth=FLAGS.jet_max_depth, num_classes=FLAGS.num_classes,
-                ignore_label=FLAGS.ignore_label, label_map=FLAGS.label_map,
-                num_shards=FLAGS.num_shards, workers=FLAGS.workers,
-                image_format=FLAGS.image_format,
-                command=shlex.join(sys.argv))
-    except InputError as e:
-        sys.exit(print_cli_error(e))
+        raise InputError(f"unexpected arguments: {argv[1:]}")
+    convert(FLAGS.file, FLAGS.record, modalities=FLAGS.modalities, unlabeled=FLAGS.unlabeled,
+            encodings_by_name=FLAGS.encodings, depth_scale=FLAGS.depth_scale,
+            intrinsics=FLAGS.intrinsics, fill_holes=FLAGS.fill_holes,
+            jet_max_depth=FLAGS.jet_max_depth, num_classes=FLAGS.num_classes,
+            ignore_label=FLAGS.ignore_label, label_map=FLAGS.label_map,
+            num_shards=FLAGS.num_shards, workers=FLAGS.workers,
+            image_format=FLAGS.image_format, overwrite=FLAGS.overwrite,
+            allow_8bit_depth=FLAGS.allow_8bit_depth, command=shlex.join(sys.argv))
+    return 0
 
 
 if __name__ == "__main__":
     logging.set_verbosity(logging.INFO)
-    app.run(main, argv=_dashes_to_underscores(sys.argv))
+    app.run(main, argv=without_debug(_dashes_to_underscores(sys.argv)))

@@ -9,15 +9,17 @@ Input forms (the first config modality, usually rgb, comes from --input):
 For each sample writes `<stem>_labels.png` (uint8 train ids), `<stem>_color.png` (dataset
 palette) and `<stem>_overlay.png` (colours blended over the RGB image). Raw depth files are
 16-bit PNGs in stored units (millimetres by default); `--missing-modality NAME` feeds zeros.
+`--mode slide --crop N[,W] [--stride N[,W]]` predicts in sliding windows (ssma_tf.api does
+the work: `Segmenter`).
 """
 
 import argparse
 import os
 import sys
 
-import numpy as np
-
-from ssma_tf.errors import InputError, print_cli_error
+from ssma_tf.cli import guarded
+from ssma_tf.errors import InputError
+from ssma_tf.evaluation.inference import add_arguments
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LIST_EXTENSIONS = (".txt", ".lst", ".list")
@@ -36,7 +38,12 @@ def _parser():
     parser.add_argument("--scales", help="comma-separated scales (default: config eval_scales)")
     parser.add_argument("--flip", action="store_true", default=None,
                         help="add flipped predictions (default: config eval_flip)")
+    add_arguments(parser)
     parser.add_argument("--override", action="append", default=[], help="key=value (repeatable)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow --output to be the --input folder (its files may be replaced)")
+    parser.add_argument("--allow-8bit-depth", action="store_true",
+                        help="accept 8-bit or JPEG images as raw depth (normally refused)")
     return parser
 
 
@@ -112,87 +119,41 @@ def collect_samples(args, modalities, needed):
     return [(os.path.splitext(os.path.basename(source))[0], paths)]
 
 
-def load_arrays(paths, specs, where):
-    """{modality: stored array [H, W, C]} (uint8 images, uint16 raw depth) read from files."""
-    from ssma_tf.data.convert import read_image
-    from ssma_tf.data.encodings import encode_modality, three_channel_uint8
-
-    arrays = {}
-    for name, path in paths.items():
-        spec = specs[name]
-        image = read_image(path, where)
-        try:
-            if spec.encoding == "raw":
-                array = encode_modality(image, "raw", depth_scale=spec.depth_scale)
-            elif spec.encoding in ("jet", "hha") and image.ndim == 2:
-                if spec.encoding == "hha":
-                    raise InputError("hha needs camera intrinsics: pass precomputed HHA images")
-                array = encode_modality(image, "jet", depth_scale=spec.depth_scale)
-            else:
-                array = three_channel_uint8(image)
-        except InputError as exc:
-            raise InputError(f"{where}: {name} {path}: {exc}") from None
-        arrays[name] = array.reshape(array.shape[:2] + (spec.channels,))
-    sizes = {a.shape[:2] for a in arrays.values()}
-    if len(sizes) > 1:
-        raise InputError(f"{where}: the modalities differ in size: "
-                         + ", ".join(f"{n} {a.shape[1]}x{a.shape[0]}" for n, a in arrays.items()))
-    return arrays
+def check_output(args):
+    """InputError when --output is the --input folder (or holds the --input file), unless
+    --overwrite."""
+    source = os.path.abspath(args.input)
+    folder = source if os.path.isdir(source) else os.path.dirname(source)
+    if os.path.abspath(args.output) == folder and not args.overwrite:
+        raise InputError(f"--output {args.output} is the input folder: predictions could "
+                         f"replace input images; choose another folder or pass --overwrite")
 
 
+@guarded
 def main(argv=None):
     args = _parser().parse_args(argv)
-    try:
-        count = run_prediction(args)
-    except InputError as exc:
-        return print_cli_error(exc)
+    count = run_prediction(args)
     print(f"{count} predictions written to {args.output}")
     return 0
 
 
 def run_prediction(args):
     """Predicts every sample of `args.input`; returns the number written."""
-    import tensorflow as tf
-
-    from ssma_tf.data.normalize import normalize
-    from ssma_tf.evaluation.evaluator import check_modality, label_predictor, parse_scales
-    from ssma_tf.runs import load_eval_config, load_run
-    from ssma_tf.visualization import blend, colorize, display_image, write_png
+    from ssma_tf.api import Segmenter, write_predictions
+    from ssma_tf.evaluation.evaluator import check_modality
+    from ssma_tf.evaluation.inference import settings_from_args
+    from ssma_tf.runs import load_eval_config
 
     config = load_eval_config(args.config, args.override)
+    check_output(args)
     modalities = list(config.modalities)
     if args.missing_modality:
         check_modality(modalities, args.missing_modality)
     needed = [n for n in modalities if n != args.missing_modality]
     samples = collect_samples(args, modalities, needed)
-    scales = parse_scales(args.scales) if args.scales else config.eval_scales
-    run = load_run(config, args.checkpoint)
-    flip = config.eval_flip if args.flip is None else args.flip
-
-    predict = label_predictor(run.model, tuple(scales), bool(flip))
-
-    used = set()
-    for index, (stem, paths) in enumerate(samples):
-        arrays = load_arrays(paths, run.specs, f"{args.input} sample {index + 1} ({stem})")
-        height, width = next(iter(arrays.values())).shape[:2]
-        inputs = normalize({n: tf.constant(a[None]) for n, a in arrays.items()}, run.specs,
-                           config.depth_max)
-        if args.missing_modality:
-            channels = run.specs[args.missing_modality].channels
-            inputs[args.missing_modality] = tf.zeros([1, height, width, channels])
-        labels = predict({n: inputs[n] for n in modalities}).numpy()[0]
-        name = stem if stem not in used else f"{stem}_{index}"
-        used.add(name)
-        colour = colorize(labels, run.palette, ignore_label=-1)
-        if "rgb" in arrays and run.specs["rgb"].channels == 3:
-            background = arrays["rgb"]
-        else:
-            background = display_image({n: x.numpy()[0] for n, x in inputs.items()}, run.specs)
-        base = os.path.join(args.output, name)
-        write_png(f"{base}_labels.png", labels.astype(np.uint8))
-        write_png(f"{base}_color.png", colour)
-        write_png(f"{base}_overlay.png", blend(background, colour))
-    return len(samples)
+    segmenter = Segmenter.from_config(config, args.checkpoint, **settings_from_args(args))
+    return write_predictions(segmenter, samples, args.output, args.input,
+                             allow_8bit_depth=args.allow_8bit_depth)
 
 
 if __name__ == "__main__":

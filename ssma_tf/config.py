@@ -23,8 +23,15 @@ from ssma_tf.registry import REGISTRIES, Key
 LR_GROUPS = ("encoder", "decoder", "norm")
 
 
-def _k(type_, default, doc, choices=()):
-    return Key(type_, default, doc, tuple(choices))
+def _k(type_, default, doc, choices=(), bounds=None):
+    return Key(type_, default, doc, tuple(choices), bounds=bounds)
+
+
+STEPS = (1, None)            # counts of steps, images, classes: at least 1
+COUNT = (0, None)            # 0 allowed (0: off)
+POSITIVE = (1e-12, None)     # rates and sizes that must be above 0
+RATIO = (1e-6, 1 - 1e-6)     # fractions strictly inside (0, 1)
+FRACTION = (0.0, 1.0)
 
 
 CORE_KEYS = {
@@ -33,19 +40,20 @@ CORE_KEYS = {
                  " segformer, linearfusion, tokenfusion, deeplabv2, deeplabv3plus, ...",
                  component="model"),
     "num_classes": _k("int", None, "number of output channels (class 0 = void when"
-                      " ignore_label 0)"),
+                      " ignore_label 0)", bounds=STEPS),
     "checkpoint": _k("path", None, "checkpoint folder (train: output, auto-resume) or prefix"
                      " (test)"),
     "train_data": _k("path", None, "training records (converter --record path or shard glob)"),
     "test_data": _k("path", None, "evaluation records"),
-    "batch_size": _k("int", 8, "global labeled batch size (all replicas together)"),
-    "skip_step": _k("int", 10, "print a progress line every N steps"),
-    "height": _k("int", 384, "training crop height"),
-    "width": _k("int", 768, "training crop width"),
-    "max_iteration": _k("int", 150000, "number of training steps (also the poly decay length)"),
-    "learning_rate": _k("float", 1e-3, "base learning rate"),
-    "save_step": _k("int", 1000, "save a checkpoint every N steps (and at the end)"),
-    "power": _k("float", 0.9, "poly learning-rate exponent"),
+    "batch_size": _k("int", 8, "global labeled batch size (all replicas together)", bounds=STEPS),
+    "skip_step": _k("int", 10, "print a progress line every N steps", bounds=STEPS),
+    "height": _k("int", 384, "training crop height", bounds=STEPS),
+    "width": _k("int", 768, "training crop width", bounds=STEPS),
+    "max_iteration": _k("int", 150000, "number of training steps (also the poly decay length)",
+                        bounds=STEPS),
+    "learning_rate": _k("float", 1e-3, "base learning rate", bounds=POSITIVE),
+    "save_step": _k("int", 1000, "save a checkpoint every N steps (and at the end)", bounds=STEPS),
+    "power": _k("float", 0.9, "poly learning-rate exponent", bounds=COUNT),
     "gpu_id": _k("str", None, "sets CUDA_VISIBLE_DEVICES (e.g. '0' or '0,1')"),
     "intialize": _k("path", None, "(sic, SSMA spelling) checkpoint to initialise the model from"
                     " when nothing to resume; alias of init_checkpoint"),
@@ -56,17 +64,21 @@ CORE_KEYS = {
     "dataset": _k("str", None, "dataset name in ssma_tf.datasets.registry (class names, palette)"),
     "val_data": _k("path", None, "validation records"),
     "unlabeled_data": _k("path", None, "unlabeled records (semi-supervised frameworks)"),
-    "unlabeled_batch_size": _k("int", None, "global unlabeled batch size (default batch_size)"),
+    "unlabeled_batch_size": _k("int", None, "global unlabeled batch size (default batch_size)",
+                               bounds=STEPS),
     "labeled_ratio": _k("float", None, "without unlabeled_data: fraction of train_data used as"
-                        " labeled (seeded hash split by split_seed), the rest as unlabeled"),
+                        " labeled (seeded hash split by split_seed), the rest as unlabeled",
+                        bounds=RATIO),
     "split_seed": _k("int", 0, "seed of the labeled/unlabeled split"),
-    "ignore_label": _k("int", 255, "label excluded from loss and mIoU (SSMA datasets: 0)"),
-    "scale_min": _k("float", 0.5, "random scale lower bound"),
-    "scale_max": _k("float", 2.0, "random scale upper bound"),
+    "ignore_label": _k("int", 255, "label excluded from loss and mIoU (SSMA datasets: 0)",
+                      bounds=(0, 255)),
+    "scale_min": _k("float", 0.5, "random scale lower bound", bounds=POSITIVE),
+    "scale_max": _k("float", 2.0, "random scale upper bound", bounds=POSITIVE),
     "flip": _k("bool", True, "random horizontal flip"),
     "photometric": _k("bool", True, "photometric jitter on colour modalities"),
-    "depth_max": _k("float", 10.0, "metres mapped to 1.0 when normalising raw depth"),
-    "shuffle_buffer": _k("int", 256, "examples in the shuffle buffer"),
+    "depth_max": _k("float", 10.0, "metres mapped to 1.0 when normalising raw depth",
+                    bounds=POSITIVE),
+    "shuffle_buffer": _k("int", 256, "examples in the shuffle buffer", bounds=COUNT),
     "init_checkpoint": _k("path", None, "checkpoint to initialise from when nothing to resume"),
     # --- training ---
     "framework": Key("str", "supervised", "registered training regime: supervised,"
@@ -76,30 +88,39 @@ CORE_KEYS = {
                    ("one_device", "mirrored", "multi_worker")),
     "seed": _k("int", 0, "global random seed"),
     "optimizer": _k("str", "adam", "optimizer", ("adam", "adamw", "sgd")),
-    "weight_decay": _k("float", 0.0, "decoupled weight decay (adamw, sgd)"),
-    "adam_epsilon": _k("float", 1e-8, "Adam / AdamW epsilon"),
-    "momentum": _k("float", 0.9, "SGD momentum"),
-    "warmup_steps": _k("int", 0, "linear warm-up steps before poly decay"),
-    "end_learning_rate": _k("float", 0.0, "poly decay end value (SSMA's TF1 default was 1e-4)"),
+    "weight_decay": _k("float", 0.0, "decoupled weight decay (adamw, sgd)", bounds=COUNT),
+    "adam_epsilon": _k("float", 1e-8, "Adam / AdamW epsilon", bounds=POSITIVE),
+    "momentum": _k("float", 0.9, "SGD momentum", bounds=FRACTION),
+    "warmup_steps": _k("int", 0, "linear warm-up steps before poly decay", bounds=COUNT),
+    "end_learning_rate": _k("float", 0.0, "poly decay end value (SSMA's TF1 default was 1e-4)",
+                            bounds=COUNT),
     "lr_multipliers": _k("dict", {}, "learning-rate multiplier per group: encoder, decoder, norm"),
     "mixed_precision": _k("str", "none", "Keras dtype policy",
                           ("none", "mixed_float16", "mixed_bfloat16")),
     "xla": _k("bool", False, "jit-compile the train step"),
     "sync_bn": _k("bool", True, "synchronised BatchNorm across replicas"),
     "ohem": _k("bool", False, "online hard example mining in the supervised loss"),
-    "ohem_thresh": _k("float", 0.7, "OHEM probability threshold"),
-    "ohem_min_kept": _k("int", None, "OHEM minimum kept pixels per image (default 0.08*H*W)"),
-    "summary_step": _k("int", 100, "write TensorBoard prediction images every N steps"),
-    "keep_checkpoints": _k("int", 5, "checkpoints kept in the checkpoint folder"),
+    "ohem_thresh": _k("float", 0.7, "OHEM probability threshold", bounds=FRACTION),
+    "ohem_min_kept": _k("int", None, "OHEM minimum kept pixels per image (default 0.08*H*W)",
+                        bounds=COUNT),
+    "summary_step": _k("int", 100, "write TensorBoard prediction images every N steps",
+                       bounds=COUNT),
+    "keep_checkpoints": _k("int", 5, "checkpoints kept in the checkpoint folder", bounds=STEPS),
     # --- evaluation ---
     "eval_scales": _k("list", [1.0], "multi-scale evaluation factors"),
     "eval_flip": _k("bool", False, "add horizontally flipped predictions at evaluation"),
+    "eval_mode": _k("str", "whole", "evaluation view: the whole image, or sliding windows of"
+                    " eval_crop at eval_stride with overlapping logits averaged",
+                    ("whole", "slide")),
+    "eval_crop": _k("list", None, "sliding-window size [height, width] (eval_mode: slide)"),
+    "eval_stride": _k("list", None, "sliding-window step [height, width] (default 2/3 of"
+                      " eval_crop)"),
     "eval_output": _k("str", "logits", "model output that evaluate / export / predict use, e.g."
                       " logits_depth for one LinearFusion stream (M3L reports every stream)"),
-    "num_overlays": _k("int", 0, "prediction overlays written by evaluation"),
+    "num_overlays": _k("int", 0, "prediction overlays written by evaluation", bounds=COUNT),
     "eval_step": _k("int", 0, "score the eval model on val_data every N steps and at the end"
                     " (as evaluate.py: eval_scales, eval_flip, eval_output) and keep the best"
-                    " checkpoint in <checkpoint>/best (0: off)"),
+                    " checkpoint in <checkpoint>/best (0: off)", bounds=COUNT),
     "best_metric": _k("str", "miou", "validation score that picks <checkpoint>/best (higher is"
                       " better)", ("miou", "pixel_accuracy", "mean_class_accuracy")),
 }
@@ -160,9 +181,13 @@ def _check(key, spec, value, where):
         if spec.choices:
             want = "one of " + ", ".join(str(c) for c in spec.choices)
         raise ConfigError(f"{where}: key '{key}' must be {want}, got {value!r}") from None
-    if spec.bounds and value is not None and not spec.bounds[0] <= value <= spec.bounds[1]:
-        raise ConfigError(f"{where}: key '{key}' must be between {spec.bounds[0]} and "
-                          f"{spec.bounds[1]}, got {value}")
+    if spec.bounds and value is not None:
+        low, high = spec.bounds
+        if (low is not None and value < low) or (high is not None and value > high):
+            want = f"at least {low}" if high is None else f"between {low} and {high}"
+            if spec.bounds == POSITIVE:
+                want = "above 0"
+            raise ConfigError(f"{where}: key '{key}' must be {want}, got {value}")
     return value
 
 
@@ -232,6 +257,14 @@ def _resolve(given, where):
     if unknown:
         raise ConfigError(f"{where('lr_multipliers')}: key 'lr_multipliers': unknown group "
                           f"'{unknown[0]}', expected {', '.join(LR_GROUPS)}")
+    if out["scale_min"] > out["scale_max"]:
+        raise ConfigError(f"{where('scale_min')}: key 'scale_min' ({out['scale_min']}) must not "
+                          f"exceed scale_max ({out['scale_max']})")
+    bad = [v for v in out["eval_scales"] if isinstance(v, bool) or
+           not isinstance(v, (int, float)) or v <= 0]
+    if bad:
+        raise ConfigError(f"{where('eval_scales')}: key 'eval_scales' must list numbers above "
+                          f"0, got {bad[0]!r}")
     if out["init_checkpoint"] is None:
         out["init_checkpoint"] = out["intialize"]
     return out

@@ -11,7 +11,7 @@ from ssma_tf.data import schema
 from ssma_tf.data.pipeline import select_modalities
 from ssma_tf.errors import ConfigError
 from ssma_tf.evaluation.evaluator import select_output
-from ssma_tf.training import checkpoints
+from ssma_tf.training import checkpoints, compatibility
 from ssma_tf.visualization import dataset_labels
 
 
@@ -59,6 +59,7 @@ def load_run(config, checkpoint=None):
     """Restores the eval model of `config` alone (checkpoints.restore_eval_model) from
     `checkpoint` (default config.checkpoint), answering with its `eval_output`."""
     prefix = checkpoints.find_checkpoint(checkpoint or config.checkpoint)
+    config = compatibility.aligned(config, prefix)
     run_info = checkpoints.read_run_info(checkpoints.checkpoint_folder(prefix))
     model = select_output(checkpoints.restore_eval_model(config, prefix), config)
     names, palette = dataset_labels(config.dataset, config.num_classes)

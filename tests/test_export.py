@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import tensorflow as tf
 import yaml
@@ -12,7 +13,7 @@ from eval_models import depth_threshold_model
 from ssma_tf.data.normalize import normalize
 from ssma_tf.data.schema import ModalitySpec
 from ssma_tf.errors import InputError
-from ssma_tf.evaluation.evaluator import padded_probabilities
+from ssma_tf.evaluation.inference import padded_probabilities
 from ssma_tf.export.serving import export_saved_model
 
 SPECS = {
@@ -56,15 +57,22 @@ def test_version_folder_and_side_files(exported):
 
 def test_signature_names_and_dtypes(exported):
     loaded = tf.saved_model.load(exported[1])
+    assert set(loaded.signatures) == {"serving_default", "image_bytes", "records"}
     signature = loaded.signatures["serving_default"]
     _, inputs = signature.structured_input_signature
     assert set(inputs) == {"rgb", "depth"}
-    assert inputs["rgb"].dtype == tf.uint8 and inputs["rgb"].shape.as_list() == [None] * 3 + [3]
-    assert inputs["depth"].dtype == tf.uint16 and inputs["depth"].shape[-1] == 1
-    outputs = signature.structured_outputs
-    assert set(outputs) == {"labels", "probabilities"}
-    assert outputs["labels"].dtype == tf.int32 and outputs["labels"].shape.rank == 3
-    assert outputs["probabilities"].dtype == tf.float32
+    # unknown rank: TF Serving feeds tensors unchecked, so the graph checks them itself
+    assert inputs["rgb"].dtype == tf.uint8 and inputs["rgb"].shape.rank is None
+    assert inputs["depth"].dtype == tf.uint16
+    for name in loaded.signatures:
+        outputs = loaded.signatures[name].structured_outputs
+        assert set(outputs) == {"labels", "probabilities"}
+        assert outputs["labels"].dtype == tf.int32 and outputs["labels"].shape.rank == 3
+        assert outputs["probabilities"].dtype == tf.float32
+        assert outputs["probabilities"].shape.as_list() == [None, None, None, 3]
+    assert set(loaded.signatures["image_bytes"].structured_input_signature[1]) == {"rgb",
+                                                                                    "depth"}
+    assert list(loaded.signatures["records"].structured_input_signature[1]) == ["records"]
 
 
 def test_round_trip_matches_keras_model_at_any_size(model, exported):
@@ -90,6 +98,25 @@ def test_depth_in_metres_and_next_version(model, exported):
     a = serve(rgb=tf.constant(raw["rgb"]), depth=tf.constant(metres))["probabilities"]
     b = units(rgb=tf.constant(raw["rgb"]), depth=tf.constant(raw["depth"]))["probabilities"]
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+    # encoded images stay in the dataset's units (16-bit PNG, mm) whatever --depth-input says
+    png = {name: tf.constant([tf.io.encode_png(x).numpy() for x in raw[name]]) for name in raw}
+    c = tf.saved_model.load(path).signatures["image_bytes"](**png)["probabilities"]
+    np.testing.assert_allclose(c.numpy(), b.numpy(), atol=1e-5)
+
+
+def test_existing_version_refused_unless_overwrite(model, tmp_path):
+    folder = str(tmp_path / "m")
+    first = export_saved_model(model, SPECS, folder, version=3)
+    with pytest.raises(InputError, match=r"already holds version 3.*--overwrite"):
+        export_saved_model(model, SPECS, folder, version=3, depth_input="metres")
+    info = json.load(open(os.path.join(first, "export_info.json")))
+    assert info["depth_input"] == "units"  # untouched
+    export_saved_model(model, SPECS, folder, version=3, depth_input="metres", overwrite=True)
+    info = json.load(open(os.path.join(first, "export_info.json")))
+    assert info["depth_input"] == "metres"
+    assert sorted(os.listdir(folder)) == ["3"]
+    with pytest.raises(InputError, match="positive"):
+        export_saved_model(model, SPECS, folder, version=0)
 
 
 def test_missing_spec_and_bad_depth_option_rejected(model, tmp_path):
@@ -123,3 +150,26 @@ def test_export_cli_from_a_checkpoint(tmp_path, capsys):
     assert export.main(["--config", config_path, "--output", str(out),
                         "--checkpoint", str(tmp_path / "nothing")]) == 2
     assert "nothing" in capsys.readouterr().err
+    assert export.main(["--config", config_path, "--output", str(out), "--version", "1"]) == 2
+    assert "already holds version 1; pass --overwrite" in capsys.readouterr().err
+    assert export.main(["--config", config_path, "--output", str(out), "--size", "8", "8"]) == 2
+    assert "--size applies to --format tflite only" in capsys.readouterr().err
+
+
+def test_export_cli_onnx_matches_the_keras_model(tmp_path, capsys):
+    import export
+    from eval_models import saved_run
+    from ssma_tf.runs import load_eval_config, load_run
+
+    config_path = saved_run(tmp_path, model="AdapNet_pp")
+    out = tmp_path / "onnx"
+    assert export.main(["--config", config_path, "--output", str(out), "--format", "onnx"]) == 0
+    assert "model.onnx written" in capsys.readouterr().out
+    run = load_run(load_eval_config(config_path))
+    rgb = _raw_inputs(height=20, width=33)["rgb"]
+    expected = padded_probabilities(run.model, normalize({"rgb": rgb}, run.specs)).numpy()
+    labels, probabilities = ort.InferenceSession(str(out / "1" / "model.onnx")).run(
+        ["labels", "probabilities"], {"rgb": rgb})
+    assert probabilities.shape == (2, 20, 33, 2)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    np.testing.assert_array_equal(labels, expected.argmax(-1))

@@ -55,5 +55,5 @@ def test_golden_checkpoint_restores_with_the_same_outputs(name):
                                           ("segformer", {"init_checkpoint": None})])
 def test_restoring_into_another_model_fails_clearly(case, change):
     config = cases.config(case).replace(**change, checkpoint=cases.config("adapnet_pp").checkpoint)
-    with pytest.raises(ConfigError, match=r"golden/adapnet_pp/ckpt-7 does not match the"):
+    with pytest.raises(ConfigError, match=r"golden/adapnet_pp/ckpt-7 does not fit the"):
         restore_eval_model(config)

@@ -3,14 +3,17 @@
 Every module under ssma_tf/ is read with `ast` (imports at module level AND inside
 functions, relative ones resolved), nothing is imported. Layers, low to high:
 
-    0  errors, io_utils, config (and the ssma_tf package itself)
+    0  errors, io_utils, config, cli (and the ssma_tf package itself)
     1  data, datasets, models, visualization
-    2  optim (optimizers and LR schedules, below every framework)
+    2  optim (optimizers and LR schedules, below every framework), weights (pretrained-weight
+       readers and importers, below training's init_checkpoint)
     3  frameworks, evaluation
     4  training
     5  export, runs (a trained run loaded for the command-line tools)
-       root scripts (train.py, evaluate.py, ...) are above all: nothing in ssma_tf
-       imports them.
+    6  api, app (the Python API `Segmenter` and the browser demo on top of it); the package
+       root re-exports `Segmenter` lazily (a function-level import in its __getattr__)
+       root scripts (train.py, evaluate.py, ...) and a package's __main__ module (`python -m
+       ssma_tf.weights`) are above all: nothing in ssma_tf imports them.
 
 Also checked: same-layer packages kept APART (frameworks <-> evaluation; models import no
 other layer-1 package), no import of a root script, and no circle of module imports.
@@ -26,14 +29,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "ssma_tf"
 
 LAYERS = {
-    "errors": 0, "io_utils": 0, "registry": 0, "config": 0,
+    "errors": 0, "io_utils": 0, "registry": 0, "config": 0, "cli": 0,
     "data": 1, "datasets": 1, "models": 1, "visualization": 1,
-    "optim": 2,
+    "optim": 2, "weights": 2,
     "frameworks": 3, "evaluation": 3,
     "training": 4,
     "export": 5, "runs": 5,
+    "api": 6, "app": 6,
 }
-ROOT_LAYER = 0          # ssma_tf/__init__.py: the version, nothing else
+ROOT_LAYER = 0          # ssma_tf/__init__.py: the version, and the lazy re-export below
+ROOT_LAZY = {"ssma_tf.api"}   # imported by ssma_tf/__init__.py's __getattr__ on first use
 
 # Same-layer packages that must not import each other (importer, imported).
 APART = {
@@ -103,6 +108,8 @@ def check(root, root_scripts=()):
     for path in python_files(root):
         rel = os.path.relpath(path, root).replace(os.sep, "/")
         module = _module_name(path, root)
+        if module.endswith(".__main__"):   # `python -m` entry point: top-level, like a root script
+            continue
         here = part_of(module)
         if layer_of(here) is None:
             problems.append(f"{rel}: ssma_tf.{here} has no layer; add it to LAYERS in "
@@ -117,6 +124,8 @@ def check(root, root_scripts=()):
             if top != PACKAGE:
                 continue
             there = part_of(target)
+            if module == PACKAGE and target in ROOT_LAZY:
+                continue
             if layer_of(there) is None:
                 problems.append(f"{rel}:{line}: imports {target}, whose part ssma_tf.{there} "
                                 "has no layer in LAYERS")
@@ -148,12 +157,16 @@ def test_every_module_parses_and_belongs_to_a_layer():
 
 def import_cycles(root):
     """Module-level circles of imports inside ssma_tf (function-level imports included: a
-    lazy import only hides a circle). Each as a sorted list of module names."""
+    lazy import only hides a circle; the package root's on-demand ROOT_LAZY re-export is
+    left out: every submodule import runs the root first, never the reverse). Each as a
+    sorted list of module names."""
     graph = {}
     for path in python_files(root):
+        module = _module_name(path, root)
         targets = {target for _, target in imports_of(path, root)
-                   if target.split(".")[0] == PACKAGE and _is_module(target, root)}
-        graph[_module_name(path, root)] = targets
+                   if target.split(".")[0] == PACKAGE and _is_module(target, root)
+                   and not (module == PACKAGE and target in ROOT_LAZY)}
+        graph[module] = targets
     index, low, stack, on_stack, cycles = {}, {}, [], set(), []
 
     def visit(node):                     # Tarjan's strongly connected components
@@ -237,6 +250,7 @@ def test_checker_accepts_downward_same_layer_and_absent_optim_imports(tmp_path):
         "ssma_tf/training/d.py": "import numpy\n",
         "ssma_tf/frameworks/g.py": "from ssma_tf.optim import sgd\nfrom . import h\n",
         "ssma_tf/data/a.py": "from ssma_tf.datasets import registry\n",
+        "ssma_tf/data/__main__.py": "from ssma_tf.training import c\n",   # a CLI entry point
     })
     assert not problems, problems
 

@@ -14,11 +14,13 @@ import sys
 
 import cv2
 import numpy as np
+import tensorflow as tf
 
+from ssma_tf.cli import guarded
 from ssma_tf.data import schema
 from ssma_tf.data.normalize import IMAGENET_MEAN, IMAGENET_STD
-from ssma_tf.data.pipeline import example_dataset, select_modalities, train_dataset
-from ssma_tf.errors import InputError, print_cli_error
+from ssma_tf.data.pipeline import example_dataset, record_error, select_modalities, train_dataset
+from ssma_tf.errors import InputError
 from ssma_tf.io_utils import make_folder, write_png
 from ssma_tf.visualization import colorize, dataset_palette
 
@@ -66,14 +68,23 @@ def browse(records, out, *, num=8, augment=False, dataset=None, modalities=None,
         ds = example_dataset(records, modalities=modalities, depth_max=depth_max)
     make_folder(out)
     paths = []
-    for index, element in enumerate(ds.take(num)):
-        inputs, label = element if info.labeled else (element, None)
-        tiles = [render_modality(inputs[name].numpy(), specs[name]) for name in specs]
-        if label is not None:
-            tiles.append(colorize(label.numpy(), palette, info.ignore_label))
-        paths.append(os.path.join(out, f"example_{index:04d}.png"))
-        write_png(paths[-1], np.concatenate(tiles, axis=1))
+    try:
+        for index, element in enumerate(ds.take(num)):
+            paths.append(_write_example(out, index, element, info, specs, palette))
+    except tf.errors.DataLossError as exc:
+        raise record_error(records, exc) from None
     return paths
+
+
+def _write_example(out, index, element, info, specs, palette):
+    """One example's PNG; returns its path."""
+    inputs, label = element if info.labeled else (element, None)
+    tiles = [render_modality(inputs[name].numpy(), specs[name]) for name in specs]
+    if label is not None:
+        tiles.append(colorize(label.numpy(), palette, info.ignore_label))
+    path = os.path.join(out, f"example_{index:04d}.png")
+    write_png(path, np.concatenate(tiles, axis=1))
+    return path
 
 
 def parse_crop(text):
@@ -84,6 +95,7 @@ def parse_crop(text):
     return height, width
 
 
+@guarded
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", required=True, help="record path, shard glob or SSMA file")
@@ -97,13 +109,10 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--depth-max", type=float, default=10.0, help="metres at full colour")
     args = parser.parse_args(argv)
-    try:
-        paths = browse(args.records, args.out, num=args.num, augment=args.augment,
-                       dataset=args.dataset, seed=args.seed, crop=args.crop,
-                       modalities=args.modalities.split(",") if args.modalities else None,
-                       depth_max=args.depth_max)
-    except InputError as error:
-        return print_cli_error(error)
+    paths = browse(args.records, args.out, num=args.num, augment=args.augment,
+                   dataset=args.dataset, seed=args.seed, crop=args.crop,
+                   modalities=args.modalities.split(",") if args.modalities else None,
+                   depth_max=args.depth_max)
     print(f"wrote {len(paths)} PNGs to {args.out}")
     return 0
 

@@ -3,7 +3,14 @@
 Each list line is read, checked and encoded in a worker process (cv2/numpy; PNG or raw
 pixels, see schema.encode_example); the parent
 writes round-robin into one TFRecordWriter per shard under temporary names and renames
-everything, sidecar last, only once every sample converted. Any error removes the temps.
+everything, sidecar last, only once every sample converted. Any error, Ctrl-C or SIGTERM
+removes the temps (the workers ignore Ctrl-C, so that the pool can close); the temps of a
+killed converter are removed by the next one writing to that folder. An output path equal
+to an input (the list file, an image) is refused unless `overwrite`.
+
+Images are checked against their column (read_image): a raw-depth column refuses 8-bit
+and JPEG images unless allowed, a colour column refuses 16-bit and one-channel images, and
+JPEGs are turned upright by their EXIF orientation.
 """
 
 import collections
@@ -12,7 +19,9 @@ import itertools
 import json
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 
 import cv2
 import numpy as np
@@ -23,7 +32,7 @@ from ssma_tf.data import encodings, schema
 from ssma_tf.data.listfile import read_list
 from ssma_tf.datasets.registry import get_dataset
 from ssma_tf.errors import InputError
-from ssma_tf.io_utils import make_folder, temp_path
+from ssma_tf.io_utils import make_folder, remove_stale_temps, temp_path, write_failure
 
 DEFAULT_ENCODINGS = {"rgb": "color", "depth": "raw"}
 
@@ -96,18 +105,53 @@ class _Job:
     ignore_label: int
     label_map: np.ndarray | None
     image_format: str
+    allow_8bit_depth: bool = False
 
 
-def read_image(path, where) -> np.ndarray:
-    """Image as stored (any depth/channels), colour converted to RGB(A); InputError if
-    unreadable."""
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def is_jpeg(path):
+    """Whether the file starts like a JPEG (whatever its name says)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(3) == JPEG_MAGIC
+    except OSError:
+        return False
+
+
+def check_column(image, path, where, encoding, jpeg, allow_8bit_depth=False):
+    """InputError when `image` cannot be what a column of `encoding` holds: raw depth in an
+    8-bit or JPEG image (values would be read as 0-0.25 m; allowed with allow_8bit_depth),
+    colour as 16-bit or one-channel data (a depth map would become an almost black image)."""
+    if encoding == "raw" and (jpeg or image.dtype == np.uint8) and not allow_8bit_depth:
+        kind = "a JPEG" if jpeg else "an 8-bit image"
+        raise InputError(f"{where}: raw depth {path} is {kind}; raw depth must be a 16-bit PNG "
+                         f"in stored units (--allow-8bit-depth to accept it as it is)")
+    if encoding == "color":
+        if image.dtype != np.uint8:
+            raise InputError(f"{where}: colour image {path} is {image.dtype} (16-bit depth in "
+                             f"a colour column?); give an 8-bit RGB image")
+        if image.ndim == 2 or image.shape[2] == 1:
+            raise InputError(f"{where}: colour image {path} has one channel (depth or a "
+                             f"label in a colour column?); give an RGB image")
+
+
+def read_image(path, where, encoding=None, allow_8bit_depth=False) -> np.ndarray:
+    """Image as stored (any depth/channels), colour converted to RGB(A); a JPEG turned
+    upright by its EXIF orientation. With `encoding` (its column's), checked to fit it
+    (check_column). InputError if unreadable."""
+    jpeg = is_jpeg(path)
+    # every imread flag but IMREAD_UNCHANGED applies the EXIF orientation
+    image = cv2.imread(path, cv2.IMREAD_ANYCOLOR if jpeg else cv2.IMREAD_UNCHANGED)
     if image is None:
         raise InputError(f"{where}: cannot read image {path} (missing, unreadable or corrupt)")
     if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    if encoding is not None:
+        check_column(image, path, where, encoding, jpeg, allow_8bit_depth)
     return image
 
 
@@ -139,7 +183,7 @@ def _encode_entry(entry, job):
     where = f"{job.list_path}:{entry.line}"
     arrays, first = {}, None
     for name, path in zip(job.modalities, entry.paths):
-        image = read_image(path, where)
+        image = read_image(path, where, job.encodings[name], job.allow_8bit_depth)
         if first is None:
             first = (path, image.shape[:2])
         elif image.shape[:2] != first[1]:
@@ -169,6 +213,23 @@ _WORKER_JOB = None
 def _init_worker(job):
     global _WORKER_JOB
     _WORKER_JOB = job
+    for number in (signal.SIGINT, signal.SIGTERM):  # the parent stops the pool on these
+        signal.signal(number, signal.SIG_IGN)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def check_outputs(outputs, list_path, entries):
+    """InputError when an output path is the list file or an image it names."""
+    images = {os.path.realpath(p) for e in entries for p in e.paths}
+    for path in outputs:
+        real = os.path.realpath(path)
+        if real == os.path.realpath(list_path) or real in images:
+            what = "the list file" if real not in images else "an image the list names"
+            raise InputError(f"output {path} is {what}: it would be overwritten; choose "
+                             f"another --record or pass --overwrite")
 
 
 def _encode_in_worker(entry):
@@ -207,11 +268,13 @@ def _in_order(pool, entries, window):
 def convert(list_path, record_path, *, modalities=("rgb", "depth"), unlabeled=False,
             encodings_by_name=None, depth_scale=0.001, intrinsics=None, fill_holes=False,
             jet_max_depth=None, num_classes=None, ignore_label=255, label_map=None,
-            num_shards=1, workers=None, image_format="png", command="") -> schema.DatasetInfo:
+            num_shards=1, workers=None, image_format="png", command="", overwrite=False,
+            allow_8bit_depth=False) -> schema.DatasetInfo:
     """Convert an SSMA list file to TFRecords at record_path (+ shards, + sidecar); return the info.
 
     image_format: "png" (compact) or "raw" (uncompressed pixels: ~3x larger, much faster to
-    decode in the training pipeline).
+    decode in the training pipeline). overwrite: allow an output path that is an input;
+    allow_8bit_depth: accept 8-bit / JPEG images in raw-depth columns.
     encodings_by_name: {modality: encoding} or a 'depth=raw,...' string; label_map: a dataset
     name, a JSON file or a uint8[256] array. Raises InputError (naming list file, line and path)
     on bad input, leaving nothing behind.
@@ -243,15 +306,23 @@ def convert(list_path, record_path, *, modalities=("rgb", "depth"), unlabeled=Fa
     shards = schema.shard_paths(record_path, num_shards)
     job = _Job(str(list_path), modalities, chosen, not unlabeled, float(depth_scale), intrinsics,
                bool(fill_holes), jet_max_depth, num_classes, int(ignore_label),
-               None if label_map is None else np.asarray(label_map, np.uint8), image_format)
+               None if label_map is None else np.asarray(label_map, np.uint8), image_format,
+               bool(allow_8bit_depth))
     entries = read_list(list_path, list(modalities) + ([] if unlabeled else ["label"]))
+    if not overwrite:
+        check_outputs(shards + [schema.sidecar_path(record_path)], list_path, entries)
     workers = min(workers or os.cpu_count() or 1, len(entries))
 
-    make_folder(os.path.dirname(os.path.abspath(record_path)))
+    folder = os.path.dirname(os.path.abspath(record_path))
+    make_folder(folder)
+    for path in remove_stale_temps(folder):
+        logging.info("removed %s, left by a converter that was killed", path)
     temps = [temp_path(p) for p in shards]
     histogram = np.zeros(256, np.int64)
     progress = _Progress(len(entries))
     pool, writers, renamed = None, [], []
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
     try:
         writers = [tf.io.TFRecordWriter(t) for t in temps]
         if workers > 1:
@@ -260,12 +331,18 @@ def convert(list_path, record_path, *, modalities=("rgb", "depth"), unlabeled=Fa
         else:
             results = (_encode_entry(e, job) for e in entries)
         for i, (serialized, hist) in enumerate(results):
-            writers[i % num_shards].write(serialized)
+            try:
+                writers[i % num_shards].write(serialized)
+            except (OSError, tf.errors.OpError) as exc:
+                raise write_failure(shards[i % num_shards], exc) from None
             if hist is not None:
                 histogram += hist
             progress.update(i + 1)
-        for w in writers:
-            w.close()
+        try:
+            for w in writers:
+                w.close()
+        except (OSError, tf.errors.OpError) as exc:
+            raise write_failure(record_path, exc) from None
         for temp, final in zip(temps, shards):
             os.replace(temp, final)
             renamed.append(final)
@@ -288,6 +365,8 @@ def convert(list_path, record_path, *, modalities=("rgb", "depth"), unlabeled=Fa
         if pool is not None:  # close + join: terminate() can deadlock in a forked TF process
             pool.close()
             pool.join()
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     logging.info("wrote %d examples to %s (%d shard%s)", len(entries), record_path, num_shards,
                  "s" if num_shards > 1 else "")
     return info

@@ -25,6 +25,47 @@ def select_modalities(records, info, modalities):
     return {name: known[name] for name in modalities}
 
 
+def check_labels(records, info, num_classes, ignore_label, where):
+    """InputError unless the records' labels fit `num_classes` (from `where`, the config):
+    the sidecar's num_classes must not exceed it, and its class histogram must hold no id
+    >= num_classes other than `ignore_label` (such pixels would silently leave loss and
+    mIoU)."""
+    if info.num_classes is not None and info.num_classes > num_classes:
+        raise InputError(f"{where}: key 'num_classes' is {num_classes} but the records "
+                         f"{records} hold {info.num_classes} classes (their sidecar)")
+    histogram = info.class_histogram or []
+    bad = [i for i, count in enumerate(histogram)
+           if count and i >= num_classes and i != ignore_label]
+    if bad:
+        pixels = sum(histogram[i] for i in bad)
+        raise InputError(f"{where}: the records {records} have label ids {bad[:10]} >= "
+                         f"num_classes {num_classes} that are not ignore_label {ignore_label} "
+                         f"({pixels} pixels); fix num_classes or ignore_label")
+
+
+def first_bad_record(path):
+    """TensorFlow's message for the first unreadable record of one file ('corrupted
+    record at OFFSET', 'truncated record at OFFSET'), or None when the file reads whole."""
+    try:
+        tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda count, _: count + 1)
+    except tf.errors.DataLossError as exc:
+        return schema.op_free_message(exc.message)
+    return None
+
+
+def record_error(records, exc):
+    """InputError naming the file and offset of the first bad record in `records` (one
+    records path or a list) after `exc` (a DataLossError) came out of a pipeline."""
+    for path in [records] if isinstance(records, str) else [r for r in records if r]:
+        files, _ = schema.resolve_records(path)
+        for name in files:
+            problem = first_bad_record(name)
+            if problem:
+                return InputError(f"{name}: {problem}: the file is corrupt or truncated, or "
+                                  f"not a TFRecord file (records {path}); convert it again")
+    return InputError(f"{records}: cannot read the records ({str(exc).splitlines()[0][:200]})")
+
+
 def _decoder(info, specs, need_label):
     """A function decoding a serialized Example into the requested modalities (+ label)."""
     if not info.legacy:

@@ -149,10 +149,20 @@ def shard_paths(record_path, num_shards) -> list:
     return [f"{stem}-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
 
 
+def op_free_message(message):
+    """A TensorFlow error message without its op names ({{function_node ...}}, [Op:...])."""
+    return re.sub(r"\{\{.*?\}\}|\[Op:\w+\]", "", message).strip().splitlines()[0].strip()
+
+
 def _legacy_info(files, legacy_modalities):
     """Legacy SSMA info: modality count taken from the first record unless given."""
     if legacy_modalities is None:
-        first = next(iter(tf.data.TFRecordDataset(files[0]).take(1)), None)
+        try:
+            first = next(iter(tf.data.TFRecordDataset(files[0]).take(1)), None)
+        except tf.errors.DataLossError as exc:
+            raise InputError(f"{files[0]}: not a TFRecord file ({op_free_message(exc.message)})"
+                             f" and no sidecar {sidecar_path(files[0])}; give the converter's "
+                             f"--record path, not a list file") from None
         if first is None:
             raise InputError(f"{files[0]}: record file is empty")
         example = tf.train.Example.FromString(first.numpy())

@@ -1,5 +1,6 @@
-"""Run a segmentation model over an evaluation dataset: mIoU, multi-scale + flip, a missing
-modality, colour overlays."""
+"""Run a segmentation model over an evaluation dataset: mIoU under an inference setting
+(whole image or sliding window, multi-scale + flip), a missing or perturbed modality, colour
+overlays."""
 
 import functools
 import os
@@ -8,73 +9,19 @@ import keras
 import tensorflow as tf
 
 from ssma_tf.errors import ConfigError, InputError
+
+# main_logits, multiscale_probabilities, padded_probabilities and parse_scales are
+# re-exported here for export/serving.py, training/summaries.py, the scripts and the tests.
+from ssma_tf.evaluation.inference import (  # noqa: F401
+    Inference,
+    main_logits,
+    multiscale_probabilities,
+    padded_probabilities,
+    parse_scales,
+    probabilities,
+)
 from ssma_tf.evaluation.metrics import ConfusionMatrix
 from ssma_tf.visualization import default_palette, display_image, write_overlays
-
-PAD_MULTIPLE = 32
-
-
-def parse_scales(text):
-    """"0.75,1,1.25" -> [0.75, 1.0, 1.25]; InputError naming --scales otherwise."""
-    try:
-        scales = [float(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise InputError(f"--scales: expected comma-separated numbers, got {text!r}") from None
-    if not scales or min(scales) <= 0:
-        raise InputError(f"--scales: expected positive numbers, got {text!r}")
-    return scales
-
-
-def main_logits(outputs):
-    """The `logits` entry of a model's dict output (or the output itself)."""
-    return outputs["logits"] if isinstance(outputs, dict) else outputs
-
-
-def padded_probabilities(model, inputs, multiple=PAD_MULTIPLE):
-    """softmax(model(inputs)["logits"]) with H, W zero-padded (bottom/right) up to a multiple
-    of `multiple` and cropped back, so any input size works. Zero is the "no data" value."""
-    first = next(iter(inputs.values()))
-    height, width = tf.shape(first)[1], tf.shape(first)[2]
-    pad_h = (-height) % multiple
-    pad_w = (-width) % multiple
-    padded = {
-        name: tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]]) for name, x in inputs.items()
-    }
-    logits = main_logits(model(padded, training=False))
-    return tf.nn.softmax(tf.cast(logits[:, :height, :width, :], tf.float32), axis=-1)
-
-
-def _resize_inputs(inputs, size):
-    """Bilinear for multi-channel images, nearest for 1-channel (depth: keeps holes at 0)."""
-    return {
-        name: tf.image.resize(
-            x, size, method="nearest" if x.shape[-1] == 1 else "bilinear"
-        )
-        for name, x in inputs.items()
-    }
-
-
-def multiscale_probabilities(model, inputs, scales=(1.0,), flip=False):
-    """Softmax averaged over `scales` (and horizontal flips), resized back to the input size."""
-    first = next(iter(inputs.values()))
-    size = tf.shape(first)[1:3]
-    total = 0.0
-    count = 0
-    for scale in scales:
-        scaled_size = tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32)
-        scaled = inputs if scale == 1.0 else _resize_inputs(inputs, scaled_size)
-        views = [(scaled, False)]
-        if flip:
-            views.append(({n: tf.reverse(x, axis=[2]) for n, x in scaled.items()}, True))
-        for view, flipped in views:
-            probs = padded_probabilities(model, view)
-            if flipped:
-                probs = tf.reverse(probs, axis=[2])
-            if scale != 1.0:
-                probs = tf.image.resize(probs, size, method="bilinear")
-            total += probs
-            count += 1
-    return total / count
 
 
 def check_modality(names, name):
@@ -90,36 +37,53 @@ def drop_modality(inputs, name):
 
 
 @functools.lru_cache(maxsize=4)
-def label_predictor(model, scales=(1.0,), flip=False):
+def probability_predictor(model, inference=Inference()):
+    """A compiled inputs -> float32 probabilities [B,H,W,C] function (cached: one trace per
+    model and `Inference` setting)."""
+    return tf.function(lambda inputs: probabilities(model, inputs, inference),
+                       reduce_retracing=True)
+
+
+@functools.lru_cache(maxsize=4)
+def label_predictor(model, inference=Inference()):
     """A compiled inputs -> int32 labels [B,H,W] function (cached: one trace per model and
     setting, shared by the full and missing-modality runs)."""
 
     @tf.function(reduce_retracing=True)
     def predict(inputs):
-        probabilities = multiscale_probabilities(model, inputs, scales, flip)
-        return tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        return tf.argmax(probabilities(model, inputs, inference), axis=-1, output_type=tf.int32)
 
     return predict
 
 
 def evaluate(model, dataset, *, num_classes, ignore_label=255, missing_modality=None,
-             scales=(1.0,), flip=False, overlays_dir=None, num_overlays=0, palette=None,
-             class_names=None, miou_rule="standard", specs=None):
+             scales=(1.0,), flip=False, inference=None, perturb=None, overlays_dir=None,
+             num_overlays=0, palette=None, class_names=None, miou_rule="standard", specs=None):
     """Scores `model` on `dataset` ((inputs dict, int labels [B,H,W]) batches, single pass).
 
-    One confusion matrix over the whole set; returns a JSON-ready dict (see
-    `ConfusionMatrix.to_dict`) plus the settings used, the image count and the overlay paths.
+    `missing_modality`: a modality name or a list of them, fed as zeros. `inference` (an
+    `Inference`; default whole image at `scales`, `flip`) says how each batch is predicted;
+    `perturb(inputs) -> inputs`, when given, changes each batch's model inputs after the
+    missing ones are dropped (robustness protocol). One confusion matrix over the
+    whole set; returns a JSON-ready dict (see `ConfusionMatrix.to_dict`) plus the settings
+    used, the image count and the overlay paths.
     """
-    scales = tuple(float(s) for s in scales)
+    inference = inference or Inference("whole", tuple(scales), flip)
     cm = ConfusionMatrix(num_classes, ignore_label, miou_rule)
     palette = default_palette(num_classes) if palette is None else palette
-    predict = label_predictor(model, scales, flip)
-    if missing_modality:
-        check_modality(dataset.element_spec[0], missing_modality)
+    predict = label_predictor(model, inference)
+    missing = (missing_modality,) if isinstance(missing_modality, str) else tuple(
+        missing_modality or ())
+    for name in missing:
+        check_modality(dataset.element_spec[0], name)
     num_images = 0
     overlay_paths = []
     for inputs, labels in dataset:
-        model_inputs = drop_modality(inputs, missing_modality) if missing_modality else inputs
+        model_inputs = inputs
+        for name in missing:
+            model_inputs = drop_modality(model_inputs, name)
+        if perturb is not None:
+            model_inputs = perturb(model_inputs)
         predictions = predict(model_inputs)
         cm.update(labels, predictions)
         if overlays_dir and num_images < num_overlays:
@@ -130,8 +94,10 @@ def evaluate(model, dataset, *, num_classes, ignore_label=255, missing_modality=
     if num_images == 0:
         raise InputError("the evaluation dataset is empty")
     result = cm.to_dict(class_names)
-    result.update(num_images=num_images, missing_modality=missing_modality,
-                  scales=list(scales), flip=bool(flip), overlays=overlay_paths)
+    result.update(num_images=num_images,
+                  missing_modality=missing[0] if len(missing) == 1 else list(missing) or None,
+                  scales=list(inference.scales), flip=inference.flip,
+                  inference=inference.to_json(), overlays=overlay_paths)
     return result
 
 

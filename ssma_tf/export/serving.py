@@ -9,21 +9,22 @@ Signature `serving_default`, one named input per model modality:
 - 8-bit images (encodings color, image, jet, hha): uint8 `[B, H, W, 3]`, RGB order;
 - raw depth: uint16 `[B, H, W, 1]` in stored units (`depth_scale` metres each: millimetres by
   default), or float32 metres with `depth_input="metres"`. 0 = no reading.
-Outputs: `labels` int32 `[B, H, W]` and `probabilities` float32 `[B, H, W, C]`. Any H, W:
-the graph pads to a multiple of 32 and crops back. A missing sensor is sent as zeros.
+Signature `image_bytes`: one string `[B]` per modality, encoded images (PNG/JPEG; 16-bit
+PNG in stored units for raw depth), what a REST client sends as `{"b64": ...}`. Signature
+`records`: `records` string `[B]`, serialized records of our own format (converted data).
+All three return `labels` int32 `[B, H, W]` and `probabilities` float32 `[B, H, W, C]` and
+check their inputs in the graph (signatures.py). Any H, W: the graph pads to a multiple of
+32 and crops back. A missing sensor is sent as zeros.
 """
 
 import dataclasses
-import json
-import os
 
 import keras
 import tensorflow as tf
-import yaml
 
-from ssma_tf.data.normalize import normalize
 from ssma_tf.errors import InputError
-from ssma_tf.evaluation.evaluator import padded_probabilities
+from ssma_tf.export.layout import version_folder, write_side_files
+from ssma_tf.export.signatures import serving_functions
 from ssma_tf.io_utils import atomic_dir
 
 DEPTH_INPUTS = ("units", "metres")
@@ -57,53 +58,47 @@ def serving_specs(model, specs, depth_input="units"):
     return graph_specs, signature
 
 
+def export_info(graph_specs, signature, specs, depth_input, depth_max):
+    """export_info.json's content: inputs, outputs, signatures, modality specs."""
+    return {
+        "signature": "serving_default",
+        "inputs": {name: {"dtype": s.dtype.name, "shape": [None, None, None, s.shape[-1]],
+                          "encoding": graph_specs[name].encoding}
+                   for name, s in signature.items()},
+        "outputs": {"labels": "int32 [B,H,W]", "probabilities": "float32 [B,H,W,C]"},
+        "signatures": {
+            "serving_default": "raw tensors, inputs as `inputs`",
+            "image_bytes": {name: "string [B]: " + ("16-bit PNG, stored units"
+                                                    if specs[name].dtype == "uint16"
+                                                    else "PNG or JPEG")
+                            for name in signature},
+            "records": {"records": "string [B]: serialized records (ssma_tf.data.schema)"},
+        },
+        "depth_input": depth_input,
+        "depth_max": depth_max,
+        "modalities": [specs[name].to_json() for name in signature],
+    }
+
+
 def export_saved_model(model, specs, output_dir, *, depth_max=10.0, config_dict=None,
-                       depth_input="units", version=None, run_info=None):
+                       depth_input="units", version=None, run_info=None, overwrite=False):
     """Writes the serving SavedModel under `output_dir/<version>/` atomically; returns that path.
 
     `specs`: {modality: ModalitySpec} (the dataset's). `version`: an int; default one more
-    than the highest existing integer folder (1 for a new model folder). `run_info`: the
-    training run's run_info dict, copied beside the model as run_info.json.
+    than the highest existing integer folder (1 for a new model folder); an existing one is
+    an InputError unless `overwrite`. `run_info`: the training run's run_info dict, copied
+    beside the model as run_info.json.
     """
     graph_specs, signature = serving_specs(model, specs, depth_input)
-
-    def serve(inputs):
-        probabilities = padded_probabilities(model, normalize(inputs, graph_specs, depth_max))
-        labels = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-        return {"labels": labels, "probabilities": probabilities}
-
+    final = version_folder(output_dir, version, overwrite)
+    record_specs = {name: specs[name] for name in signature}
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serving_default", tf.function(serve, input_signature=[signature]))
-
-    version = next_version(output_dir) if version is None else int(version)
-    final = os.path.join(output_dir, str(version))
+    for name, function in serving_functions(model, graph_specs, record_specs, signature,
+                                            depth_max).items():
+        archive.add_endpoint(name, function)
     with atomic_dir(final) as tmp:
         archive.write_out(tmp, verbose=False)
-        with open(os.path.join(tmp, "config.yaml"), "w") as handle:
-            yaml.safe_dump(config_dict or {}, handle, sort_keys=False)
-        info = {
-            "signature": "serving_default",
-            "inputs": {name: {"dtype": s.dtype.name, "shape": [None, None, None, s.shape[-1]],
-                              "encoding": graph_specs[name].encoding}
-                       for name, s in signature.items()},
-            "outputs": {"labels": "int32 [B,H,W]", "probabilities": "float32 [B,H,W,C]"},
-            "depth_input": depth_input,
-            "depth_max": depth_max,
-            "modalities": [specs[name].to_json() for name in signature],
-        }
-        with open(os.path.join(tmp, "export_info.json"), "w") as handle:
-            json.dump(info, handle, indent=1)
-        if run_info:
-            with open(os.path.join(tmp, "run_info.json"), "w") as handle:
-                json.dump(run_info, handle, indent=1, default=str)
+        write_side_files(tmp, export_info(graph_specs, signature, specs, depth_input, depth_max),
+                         config_dict, run_info)
     return final
-
-
-def next_version(output_dir):
-    """1 + the highest integer sub-folder of `output_dir` (1 if none)."""
-    if not os.path.isdir(output_dir):
-        return 1
-    versions = [int(n) for n in os.listdir(output_dir)
-                if n.isdigit() and os.path.isdir(os.path.join(output_dir, n))]
-    return max(versions, default=0) + 1

@@ -7,10 +7,17 @@ import os
 import keras
 import tensorflow as tf
 
-from ssma_tf.errors import ConfigError
+from ssma_tf.data import schema
+from ssma_tf.data.pipeline import select_modalities
+from ssma_tf.errors import ConfigError, InputError
 from ssma_tf.frameworks import get_framework
 from ssma_tf.models import factory
+from ssma_tf.training import compatibility
 from ssma_tf.training.run_info import read_run_info
+from ssma_tf.weights import importers, readers
+from ssma_tf.weights.assign import variables_by_path
+
+WEIGHT_KEYS = ("init_checkpoint", "checkpoint1", "checkpoint2")
 
 
 class ModelVariables(tf.Module):
@@ -20,11 +27,7 @@ class ModelVariables(tf.Module):
 
     def __init__(self, model):
         super().__init__()
-        by_path = {}
-        for index, variable in enumerate(model.weights):
-            key = variable.path if variable.path not in by_path else f"{variable.path}#{index}"
-            by_path[key] = variable
-        self.by_path = by_path
+        self.by_path = variables_by_path(model)
 
 
 def trackable(items):
@@ -37,13 +40,22 @@ def trackable(items):
 
 
 def find_checkpoint(path, key="checkpoint"):
-    """Checkpoint prefix from a folder (its latest) or a prefix; ConfigError naming `key`."""
+    """Checkpoint prefix from a folder (its latest) or a prefix; ConfigError naming `key`.
+    The keys that only initialise weights (WEIGHT_KEYS) also accept any file or folder the
+    weights package reads (TF1 checkpoints, torch, safetensors, Keras .h5): its path."""
     if path and os.path.isdir(path):
         latest = tf.train.latest_checkpoint(path)
         if latest:
             return latest
-        raise ConfigError(f"key '{key}': no checkpoint in folder {path}")
+        if key not in WEIGHT_KEYS:
+            raise ConfigError(f"key '{key}': no checkpoint in folder {path}")
     if path and os.path.isfile(path + ".index"):
+        return path
+    if path and key in WEIGHT_KEYS and os.path.exists(path):
+        try:
+            readers.detect_format(path)
+        except InputError as exc:
+            raise ConfigError(f"key '{key}': {exc}") from None
         return path
     raise ConfigError(f"key '{key}': no checkpoint at {path}")
 
@@ -62,9 +74,51 @@ def restore_weights(model, prefix, key):
                           f"({str(exc).splitlines()[0][:200]})") from None
 
 
-def init_from_checkpoint(model, path, key="init_checkpoint"):
-    """Initialise every weight of `model` from the model of another run's checkpoint."""
+def config_specs(config):
+    """{modality: ModalitySpec} from config's train_data (else val_data, test_data) sidecar,
+    or {} without records."""
+    records = config.train_data or config.val_data or config.test_data
+    if not records:
+        return {}
+    _, info = schema.resolve_records(records)
+    return select_modalities(records, info, config.modalities)
+
+
+def import_foreign(model, path, config, key=None, *, new_head=True, verbose=True,
+                   options=None):
+    """Map the weight file `path` (not a checkpoint of ours) onto `model`, built from `config`,
+    through the importer that fits it (ssma_tf.weights); prints the report when `verbose`;
+    returns (importer name, Report). ConfigError naming `key` (or, without one, the file)
+    when nothing fits or a tensor does not; with `new_head`, a class-count mismatch
+    re-initialises the head instead."""
+    where = f"key '{key}'" if key else path
+    options = {"specs": config_specs(config), **(options or {})}
+    try:
+        source = readers.read_source(path)
+        name, report = importers.import_weights(model, source, config, options,
+                                                new_head=new_head, where=where)
+    except InputError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(where) else f"{where}: {message}") \
+            from None
+    if verbose:
+        print(f"{key or 'weights'}: {path} ({source.format}, importer {name})")
+        for line in report.lines():
+            print(f"  {line}")
+    return name, report
+
+
+def init_from_checkpoint(model, path, key="init_checkpoint", config=None, verbose=True):
+    """Initialise `model` from the model of another run's checkpoint, or from any weight file
+    the weights package reads (that needs `config`, the config `model` was built from; the
+    import report is printed when `verbose`)."""
     prefix = find_checkpoint(path, key)
+    if readers.detect_format(prefix)[0] != "ssma_tf":
+        if config is None:
+            raise ConfigError(f"key '{key}': {prefix} is not a checkpoint of this toolkit; "
+                              "importing it needs the run's config")
+        import_foreign(model, prefix, config, key, verbose=verbose)
+        return
     try:
         restore_weights(model, prefix, key)
     except (tf.errors.OpError, ValueError) as exc:
@@ -120,7 +174,10 @@ def init_experts(model, config):
         expert = model.get_layer(f"expert_{modality}")
         channels = int(expert.inputs[0].shape[-1])
         source = build_model(stage1, channels={modality: channels})
-        restore_weights(source, prefix, key)
+        if readers.detect_format(prefix)[0] == "ssma_tf":
+            restore_weights(source, prefix, key)
+        else:
+            import_foreign(source, prefix, stage1, key)
         try:
             expert.set_weights(source.get_layer("encoder").get_weights())
         except ValueError as exc:
@@ -166,11 +223,12 @@ def restore_eval_model(config, checkpoint=None, build_model=None):
     with float32_policy():
         model, items = framework.eval_parts(
             config, (build_model or factory.build_model)(config, channels))
-    for item in items:
+    for item, part in items.items():
         if item not in saved:
             raise ConfigError(f"key 'checkpoint': {prefix} holds no '{item}' model (the eval "
                               f"model of framework {config.framework} in {config.source}); it"
                               f" holds {', '.join(saved) or 'no models'}")
+        compatibility.check_shapes(part, prefix, item, config)
     try:
         status = tf.train.Checkpoint(**trackable(items)).restore(prefix)
         status.expect_partial().assert_existing_objects_matched()

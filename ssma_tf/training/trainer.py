@@ -8,6 +8,13 @@ Logged values stay on the device between "sync points": the log steps (`skip_ste
 save steps, the validation steps (`eval_step`, training/validation.py), the summary-image
 steps and the last step. There they are brought to the host and checked: a value that was
 NaN or infinite at some step since the previous sync point stops the run without saving.
+
+A run owns its checkpoint folder (a lock naming its pid and host: a second run on the same
+folder is refused) and checks the config, the records and a checkpoint to resume before it
+creates anything; a run that fails before its first checkpoint leaves no folder it created.
+SIGTERM or SIGINT stops at the end of the current step with a checkpoint there
+(training/preemption.py); a save that fails (disk full) leaves the previous checkpoint and
+no partial one (training/saving.py).
 """
 
 import os
@@ -17,12 +24,13 @@ import keras
 import tensorflow as tf
 
 from ssma_tf.data import schema
-from ssma_tf.data.pipeline import select_modalities, train_dataset
+from ssma_tf.data.pipeline import check_labels, record_error, select_modalities, train_dataset
 from ssma_tf.errors import ConfigError
 from ssma_tf.frameworks import build as framework_build
-from ssma_tf.io_utils import make_folder
+from ssma_tf.io_utils import FolderLock
 from ssma_tf.models.factory import crop_multiple, model_entry
-from ssma_tf.training import checkpoints
+from ssma_tf.training import checkpoints, compatibility, saving
+from ssma_tf.training.preemption import Preempted, stop_on_signals
 from ssma_tf.training.progress import Progress
 from ssma_tf.training.run_info import write_run_info
 from ssma_tf.training.strategy import is_chief, make_strategy, worker_id
@@ -45,6 +53,8 @@ def _required(config, key):
 
 def _specs(config, records):
     _, info = schema.resolve_records(records)
+    if config.num_classes is not None and info.labeled:
+        check_labels(records, info, config.num_classes, config.ignore_label, config.source)
     return select_modalities(records, info, config.modalities)
 
 
@@ -124,9 +134,10 @@ def initialise(framework, config):
     """Fresh run only: every network in `framework.networks()` from init_checkpoint
     (/intialize), else SSMA's experts (stage fusion). A mean teacher's teacher then copies
     the student at its first semi-supervised step."""
-    for model, _ in framework.networks():
-        if config.init_checkpoint:
-            checkpoints.init_from_checkpoint(model, config.init_checkpoint)
+    for index, (model, _) in enumerate(framework.networks()):
+        if config.init_checkpoint:   # an imported file's report printed once
+            checkpoints.init_from_checkpoint(model, config.init_checkpoint, config=config,
+                                             verbose=index == 0)
         elif _needs_experts(config):
             checkpoints.init_experts(model, config)
 
@@ -164,9 +175,14 @@ def make_step_fn(config, strategy, framework, supervised_only=False):
     return step_fn
 
 
-def train(config, model_builder=None):
-    """Train per `config`; returns the checkpoint folder. Resumes when it holds a checkpoint."""
-    ckpt_dir = _required(config, "checkpoint")
+def _latest(ckpt_dir):
+    return tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
+
+
+def _start_checks(config, model_builder):
+    """Everything that can be checked before a folder is made or a model built; returns
+    the config (modalities in a resumed checkpoint's order)."""
+    _required(config, "checkpoint")
     _required(config, "train_data")
     _check_crop(config)
     if config.num_classes is None and (model_builder is None or config.eval_step > 0):
@@ -174,17 +190,54 @@ def train(config, model_builder=None):
     if config.eval_step > 0 and not config.val_data:
         raise ConfigError(f"{config.source}: key 'val_data' is required with eval_step "
                           f"{config.eval_step} (validation during training)")
-    latest = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
-    if not latest and config.init_checkpoint:
+    latest = _latest(config.checkpoint)
+    if latest:
+        config = compatibility.aligned(config, latest, extra_keys=("framework",))
+    elif config.init_checkpoint:
         checkpoints.find_checkpoint(config.init_checkpoint, "init_checkpoint")
-    elif not latest and _needs_experts(config):
-        checkpoints.expert_sources(config)       # fail fast, before building anything
+    elif _needs_experts(config):
+        checkpoints.expert_sources(config)
+    for key in ("train_data", "val_data", "unlabeled_data"):
+        if getattr(config, key):
+            _specs(config, getattr(config, key))
+    return config
+
+
+def train(config, model_builder=None):
+    """Train per `config`; returns the checkpoint folder. Resumes when it holds a checkpoint.
+    Raises Preempted after saving when SIGTERM / SIGINT stopped it."""
+    config = _start_checks(config, model_builder)
+    ckpt_dir = config.checkpoint
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)
     _check_batch(config, strategy)
-    chief = is_chief(strategy)
-    if chief:
-        make_folder(ckpt_dir)                    # fail fast, before building anything
+    if not is_chief(strategy):
+        return _train_naming_bad_records(config, model_builder, strategy, chief=False)
+    created = not os.path.exists(ckpt_dir)
+    lock = FolderLock(ckpt_dir, "training run").acquire()
+    try:
+        saving.remove_partial_saves(ckpt_dir)
+        return _train_naming_bad_records(config, model_builder, strategy, chief=True)
+    except BaseException as exc:
+        if created and not _latest(ckpt_dir) and not isinstance(exc, NonFiniteLossError):
+            shutil.rmtree(ckpt_dir, ignore_errors=True)     # a failed start leaves nothing
+        raise
+    finally:
+        lock.release()
+
+
+def _train_naming_bad_records(config, model_builder, strategy, chief):
+    """_train; a corrupt record is an InputError naming its file and offset."""
+    try:
+        return _train(config, model_builder, strategy, chief)
+    except tf.errors.DataLossError as exc:
+        records = [config.train_data, config.unlabeled_data, config.val_data]
+        raise record_error(records, exc) from None
+
+
+def _train(config, model_builder, strategy, chief):
+    ckpt_dir = config.checkpoint
+    latest = _latest(ckpt_dir)
     specs = _specs(config, config.train_data)
     channels = {name: spec.channels for name, spec in specs.items()}
     framework = framework_build.build_framework(config, strategy, channels, model_builder)
@@ -195,7 +248,14 @@ def train(config, model_builder=None):
     manager = tf.train.CheckpointManager(checkpoint, write_dir, config.keep_checkpoints)
     with strategy.scope():
         if latest:
-            checkpoint.restore(latest).assert_existing_objects_matched()
+            for name, item in framework.checkpoint_items().items():
+                if isinstance(item, keras.Model):
+                    compatibility.check_shapes(item, latest, name, config)
+            try:
+                checkpoint.restore(latest).assert_existing_objects_matched()
+            except (AssertionError, ValueError, tf.errors.OpError) as exc:
+                raise ConfigError(f"{config.source}: cannot resume from {latest} with this "
+                                  f"config ({str(exc).strip().splitlines()[0][:200]})") from None
         else:
             initialise(framework, config)
     start = int(framework.step.numpy())
@@ -220,39 +280,56 @@ def train(config, model_builder=None):
                               chief, resumed=bool(latest))
     progress = Progress(start, config.max_iteration, config.batch_size)
     checked_at = start
+    items = framework.checkpoint_items()
     try:
-        for step in range(start + 1, config.max_iteration + 1):
-            fn = supervised_fn if step <= supervised_until else step_fn
-            progress.update(fn(labeled_it, unlabeled_it))      # stays on the device
-            final = step == config.max_iteration
-            log_now = step % config.skip_step == 0 or final
-            images_now = sample is not None and step % config.summary_step == 0
-            save_now = step % config.save_step == 0 or final
-            eval_now = validator is not None and (step % config.eval_step == 0 or final)
-            if not (log_now or images_now or save_now or eval_now):
-                continue
-            _check_finite(progress, checked_at, step, manager)
-            checked_at = step
-            if eval_now:
-                scores, seconds = validator(step)
-                summaries.scalars(step, scores)
-                progress.note(scores)
-                progress.exclude(seconds)
-            if log_now:
-                summaries.scalars(step, progress.last())
-                if chief:
-                    progress.log(step)
-                else:
-                    progress.line(step)                          # resets the window
-            if images_now:
-                summaries.images(step, framework.eval_model, *sample)
-            if save_now:
-                manager.save(checkpoint_number=step)
+        with stop_on_signals() as stop:
+            for step in range(start + 1, config.max_iteration + 1):
+                fn = supervised_fn if step <= supervised_until else step_fn
+                progress.update(fn(labeled_it, unlabeled_it))      # stays on the device
+                if _after_step(step, config, stop, progress, checked_at, manager, validator,
+                               summaries, sample, framework, chief, items):
+                    checked_at = step
     finally:
         summaries.flush()
         if not chief:
             shutil.rmtree(write_dir, ignore_errors=True)
     return ckpt_dir
+
+
+def _after_step(step, config, stop, progress, checked_at, manager, validator, summaries,
+                sample, framework, chief, items):
+    """Log, validate, write images and save as due at `step` (all of them, then Preempted,
+    when a stop signal came); whether it was a sync point."""
+    final = step == config.max_iteration or bool(stop)
+    log_now = step % config.skip_step == 0 or final
+    images_now = sample is not None and step % config.summary_step == 0
+    save_now = step % config.save_step == 0 or final
+    eval_now = validator is not None and (step % config.eval_step == 0 or
+                                          step == config.max_iteration)
+    if not (log_now or images_now or save_now or eval_now):
+        return False
+    _check_finite(progress, checked_at, step, manager)
+    if eval_now:
+        scores, seconds = validator(step)
+        summaries.scalars(step, scores)
+        progress.note(scores)
+        progress.exclude(seconds)
+    if log_now:
+        summaries.scalars(step, progress.last())
+        if chief:
+            progress.log(step)
+        else:
+            progress.line(step)                          # resets the window
+    if images_now:
+        summaries.images(step, framework.eval_model, *sample)
+    if save_now:
+        path = saving.save(manager, step, items)
+        if stop and step < config.max_iteration:
+            raise Preempted(f"stopped by {stop.signal_name} after step {step}; checkpoint "
+                            f"saved to {path}; run the same command again to resume at step "
+                            f"{step + 1}", step, path)
+    return True
+
 
 
 def _check_finite(progress, checked_at, step, manager):

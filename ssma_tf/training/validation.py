@@ -22,7 +22,9 @@ import tensorflow as tf
 
 from ssma_tf.data.pipeline import eval_dataset
 from ssma_tf.evaluation.evaluator import evaluate, select_output
+from ssma_tf.evaluation.inference import Inference
 from ssma_tf.io_utils import atomic_write, read_json
+from ssma_tf.training import saving
 from ssma_tf.training.run_info import RUN_INFO
 
 BEST_FOLDER = "best"
@@ -33,8 +35,7 @@ SCORES = ("miou", "pixel_accuracy", "mean_class_accuracy")   # the logged scores
 def score(model, dataset, config):
     """evaluate()'s result dict for `model` on `dataset` with the config's settings."""
     return evaluate(model, dataset, num_classes=config.num_classes,
-                    ignore_label=config.ignore_label, scales=config.eval_scales,
-                    flip=config.eval_flip)
+                    ignore_label=config.ignore_label, inference=Inference.from_config(config))
 
 
 def read_best(folder):
@@ -84,6 +85,9 @@ class Validator:
         self.model = select_output(framework.eval_model, config) if chief else None
         self.folder = os.path.join(write_dir, BEST_FOLDER)
         self.manager = tf.train.CheckpointManager(checkpoint, self.folder, max_to_keep=1)
+        self.items = framework.checkpoint_items()
+        if chief:
+            saving.remove_partial_saves(self.folder)
         stored = read_best(os.path.join(run_dir, BEST_FOLDER)) if resumed else None
         self.best = _number(stored.get("value", stored.get("miou"))) if stored else -math.inf
         self.best_step = stored.get("step") if stored else None
@@ -96,7 +100,7 @@ class Validator:
         value = share_from_chief(self.strategy, _number(result.get(metric)), self.chief)
         if value > self.best:
             self.best, self.best_step = value, step
-            self.manager.save(checkpoint_number=step)
+            saving.save(self.manager, step, self.items)
             if self.chief:
                 self._write_info(step, result, value)
         logged = {f"val_{k}": result[k] for k in SCORES if result.get(k) is not None}
