@@ -90,7 +90,7 @@ def test_the_classifier_sees_every_modality_and_trains_as_a_mean_teacher():
     assert isinstance(sgd, keras.optimizers.SGD) and sgd.nesterov
     assert float(branch.optimizer.learning_rate()) == pytest.approx(3e-2)
     items = fw.checkpoint_items()
-    assert {"classifier", "classifier_teacher", "classifier_optimizer_encoder"} <= set(items)
+    assert {"classifier", "classifier_teacher", "optimizer_classifier_encoder"} <= set(items)
     (labeled, labels), unlabeled = batches(["depth", "rgb"])
     student_view = {k: v * 1.1 for k, v in unlabeled.items()}
     fw.step.assign(0)

@@ -134,7 +134,7 @@ def test_one_graph_step_trains_both_networks_each_on_its_own_optimizer(kind):
     assert fw.eval_model is fw.model
     items = fw.checkpoint_items()
     assert items["discriminator"] is fw.discriminator
-    assert any(k.startswith("discriminator_optimizer") for k in items)
+    assert any(k.startswith("optimizer_discriminator") for k in items)
     d_adam = fw.d_optimizer.inner()
     assert isinstance(d_adam, keras.optimizers.Adam)
     assert float(d_adam.beta_1) == 0.9 and float(d_adam.beta_2) == 0.99

@@ -153,7 +153,7 @@ class MLMTBranch:
 
     def checkpoint_items(self):
         return {"classifier": self.classifier, "classifier_teacher": self.teacher,
-                **self.optimizer.checkpoint_items("classifier_optimizer")}
+                **self.optimizer.checkpoint_items("optimizer_classifier")}
 
     def eval_model(self, model):
         """`model` with the teacher's class filter (`model` itself with mlmt_filter none)."""

@@ -204,9 +204,12 @@ class S4GAN(Framework):
             end_learning_rate=0.0, warmup_steps=0, lr_multipliers={})
 
     def checkpoint_items(self):
+        # optimizer items are named "optimizer_*": a checkpoint stores each variable under
+        # the first name that reaches it, and "<model>_variables" must come first (the
+        # trainer's resume check reads the models' variables there)
         return {"model": self.model, "discriminator": self.discriminator,
                 **self.optimizer.checkpoint_items(),
-                **self.d_optimizer.checkpoint_items("discriminator_optimizer"),
+                **self.d_optimizer.checkpoint_items("optimizer_discriminator"),
                 **(self.mlmt.checkpoint_items() if self.mlmt else {})}
 
     @property
