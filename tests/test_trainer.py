@@ -290,8 +290,8 @@ def test_second_network_gets_its_own_optimizer_settings(tmp_path, records):
     assert float(scaled.learning_rate()) == pytest.approx(3e-4)
     with pytest.raises(TypeError, match="unknown optimizer setting 'lr'"):
         GroupOptimizer(config, discriminator, lr=1.0)
-    with pytest.raises(ValueError, match="schedule must be one of poly, constant"):
-        GroupOptimizer(config, discriminator, schedule="cosine")
+    with pytest.raises(ValueError, match="schedule must be one of poly, constant, cosine"):
+        GroupOptimizer(config, discriminator, schedule="step")
 
 
 # --- every network initialised --------------------------------------------------------------

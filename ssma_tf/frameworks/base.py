@@ -82,6 +82,15 @@ class Framework:
         """The model evaluate/export use."""
         raise NotImplementedError
 
+    @classmethod
+    def eval_parts(cls, config, model):
+        """(eval model, {checkpoint item: keras.Model}) for restoring a trained run's eval
+        model alone: `model` is config.model built by itself (float32); the items are
+        restored from the checkpoint and the eval model is built around them. Here `model`
+        itself as `eval_item`; a framework whose eval model holds more (a class filter)
+        builds it here."""
+        return model, {cls.eval_item: model}
+
     def networks(self):
         """[(model, optimizer)] of the networks trained on labels (not an EMA teacher)."""
         raise NotImplementedError

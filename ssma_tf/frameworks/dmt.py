@@ -1,42 +1,61 @@
-"""DMT, one mutual-training round (Feng et al., Pattern Recognition 2022).
+"""DMT, Dynamic Mutual Training (Feng et al., Pattern Recognition 2022): stage 0 and every
+mutual round in one run.
 
 Two networks, differently initialised (fresh builds draw different weights; the released
-recipe starts one from COCO and one from ImageNet weights), each with its own
-optimizer. Network k learns from the labels and from the OTHER network's pseudo labels:
+recipe starts one from COCO and one from ImageNet weights).
+
+Schedule (all from the global step, so a run killed inside any round resumes exactly):
+- stage 0: the first `sup_only_steps` steps train both networks on labels alone (the
+  trainer's supervised-only phase), each on its stage-0 optimizer ("optimizer",
+  "optimizer2": the config's optimizer and learning_rate, poly over sup_only_steps);
+- then rounds k = 0 .. R-1 of `dmt_round_steps` steps each (0: the semi-supervised steps
+  split evenly; the last round also runs any remainder, its learning rate held at the end),
+  round k using ratio `dmt_ratios[k]` (default 0.2, 0.4, 0.6, 0.8, 1.0). At each round's
+  first step, in the graph: each labeller is frozen from its network's weights at the end
+  of the previous round (labeller k labels for the other network) and each network's round
+  optimizer ("round_optimizer", "round_optimizer2": `dmt_learning_rate`, poly over
+  dmt_round_steps) restarts: its step count and slots are zeroed, as the code's fresh
+  optimizer and poly schedule per round. Labellers, optimizers and the step are saved.
+
+Network k learns from the labels and from the OTHER network's pseudo labels:
   L_k = CE(f_k(x_l), y) + sum_pixels w * CE(f_k(x_u), y_other)
 with y_other / q_other the other labeller's class-balanced pseudo labels and confidences
-(dmt_loss.class_thresholds_tf / select_pseudo_labels_tf at `dmt_ratio`, every
+(dmt_loss.class_thresholds_tf / select_pseudo_labels_tf at the round's ratio, every
 `dmt_subsample`-th pixel, rule `dmt_selection`) and w the dynamic mutual weights of f_k's own
 softmax (dmt_loss.dynamic_mutual_weights, `dmt_gamma1`, `dmt_gamma2`). Crop padding is never
 labelled and is left out of the thresholds.
 
-The labeller (`dmt_labeler`):
-- "frozen" (default; the released code, where a round learns from the other model's
-  previous-round checkpoint): a copy of each network taken when the semi-supervised phase
-  begins (step `sup_only_steps`, after init_checkpoint), fixed for the round, saved in the
-  checkpoint (items "labeler1", "labeler2") so a resumed round keeps it;
-- "live": the other network as it trains (an online variant, not in DMT).
-Differences from the released code that remain: its labels are made offline over the
-whole unlabeled set (thresholds over all images, test-time transforms, then the same
-augmentation as the image); here they are made per batch on the augmented crop, and the
-thresholds are the batch's (per replica). The multi-round driver will supply offline labels.
-`dmt_labeler_train_mode` (default false: the code labels in eval mode) picks the labeller's
-forward mode.
+The labeller (`dmt_labeler`): "frozen" (default, the code: the other model's previous-round
+weights) or "live" (the other network as it trains; an online variant, not in DMT).
+`dmt_labeler_train_mode` (default false: the code labels in eval mode) picks its mode.
+
+Where this differs from the released code:
+- its labels are made offline over the whole unlabeled set (thresholds over all images,
+  test-time transforms, then the same augmentation as the image); here they are made per
+  batch on the augmented crop, and the thresholds are the batch's (per replica);
+- a round starts from each network's weights at the end of the previous round (stage 0
+  included); the code loads the checkpoint it saved, for stage 0 the best by validation;
+- validation (the trainer's `eval_step`) scores one network, `dmt_eval_network` (1 default),
+  and keeps its best checkpoint; the code keeps each network's best and reports the better
+  one: train twice with 1 and 2, or evaluate the other with
+  `--override dmt_eval_network=2` (both networks are in every checkpoint).
 
 Normalisation (`dmt_normalize`): "batch" (default, as the code's one loss over the labeled +
 pseudo rows of a batch): both terms are divided by the labeled + unlabeled global batch
 (each image's mean over its valid pixels; the code divides the batch's sum by its valid
 pixels, equal when images have equal valid counts); "separate": the supervised term by
 the labeled batch, the mutual term by the unlabeled batch.
-Network 1 ("model") is the evaluated model. DMT keeps, per model, the checkpoint with the
-best validation mIoU (`<checkpoint>/best/` scores network 1); choosing the better of the
-two networks by validation is the multi-round driver's job.
+
+Modalities: both networks and the labellers see every modality; photometric augmentation
+touches colour modalities only, geometric augmentation all jointly (the input pipeline). DMT
+masks no modality itself; a model with its own modality dropout (a model key) trains as usual.
 """
 
 from typing import ClassVar
 
 import tensorflow as tf
 
+from ssma_tf.errors import ConfigError
 from ssma_tf.frameworks.base import SEMI_KEYS, Framework
 from ssma_tf.frameworks.common import concat_inputs, ema_update, num_rows
 from ssma_tf.frameworks.dmt_loss import (
@@ -46,22 +65,78 @@ from ssma_tf.frameworks.dmt_loss import (
     select_pseudo_labels_tf,
 )
 from ssma_tf.frameworks.losses import padding_pixels
+from ssma_tf.optim import GroupOptimizer
 from ssma_tf.registry import Key, register_framework
 
 
+def round_length(config):
+    """Steps per round: `dmt_round_steps`, or the semi-supervised steps split evenly over
+    the rounds; ConfigError when a round would have no step."""
+    ratios = config.dmt_ratios
+    if not ratios or not all(isinstance(r, (int, float)) and 0 < r <= 1 for r in ratios):
+        raise ConfigError(f"{config.source}: key 'dmt_ratios': a list of ratios in (0, 1], "
+                          f"got {ratios!r}")
+    rounds = len(ratios)
+    steps = config.dmt_round_steps or (config.max_iteration - config.sup_only_steps) // rounds
+    if steps < 1:
+        raise ConfigError(f"{config.source}: keys 'dmt_round_steps' / 'max_iteration': "
+                          f"{rounds} DMT rounds need at least {rounds} steps after "
+                          f"sup_only_steps {config.sup_only_steps}")
+    return steps
+
+
+def round_index(ssl_step, round_steps, num_rounds):
+    """int32 round of semi-supervised step `ssl_step` (0-based; the last round runs on)."""
+    index = tf.cast(tf.maximum(ssl_step, 0) // round_steps, tf.int32)
+    return tf.minimum(index, num_rounds - 1)
+
+
+def round_starts(ssl_step, round_steps, num_rounds):
+    """bool: `ssl_step` is the first step of a round."""
+    ssl_step = tf.cast(ssl_step, tf.int64)
+    return ((ssl_step >= 0) & tf.equal(ssl_step % round_steps, 0)
+            & (ssl_step // round_steps < num_rounds))
+
+
+def restart_optimizer(optimizer, restart):
+    """Where bool `restart` holds, zero the step count and slots of every group of a
+    GroupOptimizer (a fresh optimizer; loss scales and learning-rate variables are kept).
+    Assigned every step (times 0 or 1): the step count syncs replicas, which a conditional
+    branch under a distribution strategy may not do."""
+    for keras_optimizer in optimizer.optimizers.values():
+        inner = getattr(keras_optimizer, "inner_optimizer", keras_optimizer)
+        for variable in inner.variables:
+            if variable.name != "learning_rate":
+                variable.assign(variable * tf.cast(tf.logical_not(restart), variable.dtype))
+
+
 class DMT(Framework):
-    """Two networks, two optimizers, dynamic mutual loss against the other's labels."""
+    """Two networks, each with a stage-0 and a round optimizer, dynamic mutual loss against
+    the other's labels; the rounds in the graph (module docstring)."""
 
     uses_unlabeled = True
     log_reductions: ClassVar[dict] = {"supervised_loss2": "sum", "mutual_loss2": "sum",
                                       "pseudo_kept": "mean", "pseudo_kept2": "mean",
-                                      "mean_weight": "mean", "mean_weight2": "mean"}
+                                      "mean_weight": "mean", "mean_weight2": "mean",
+                                      "dmt_round": "mean", "dmt_ratio": "mean"}
 
     def build(self):
+        config = self.config
+        self.round_steps = round_length(config)
         self.model = self.make_model()
         self.model2 = self.make_model()
-        self.optimizer = self.make_optimizer(self.model)
-        self.optimizer2 = self.make_optimizer(self.model2, name="model2")
+        stage0 = config.replace(max_iteration=max(config.sup_only_steps, 1))
+        rounds = config.replace(max_iteration=self.round_steps)
+        round_lr = config.dmt_learning_rate or config.learning_rate
+        self.optimizer, self.optimizer2, self.round_optimizer, self.round_optimizer2 = (
+            GroupOptimizer(settings, model, name=name, **overrides)
+            for settings, model, name, overrides in (
+                (stage0, self.model, "model", {}), (stage0, self.model2, "model2", {}),
+                (rounds, self.model, "round_model", {"learning_rate": round_lr}),
+                (rounds, self.model2, "round_model2", {"learning_rate": round_lr})))
+        for optimizer in (self.optimizer, self.optimizer2, self.round_optimizer,
+                          self.round_optimizer2):
+            optimizer.build()
         self.labeler1 = self.labeler2 = None
         if self.config.dmt_labeler == "frozen":
             self.labeler1 = self.make_model()
@@ -72,40 +147,73 @@ class DMT(Framework):
     def checkpoint_items(self):
         items = {"model": self.model, "model2": self.model2,
                  **self.optimizer.checkpoint_items("optimizer"),
-                 **self.optimizer2.checkpoint_items("optimizer2")}
+                 **self.optimizer2.checkpoint_items("optimizer2"),
+                 **self.round_optimizer.checkpoint_items("round_optimizer"),
+                 **self.round_optimizer2.checkpoint_items("round_optimizer2")}
         if self.labeler1 is not None:
             items.update(labeler1=self.labeler1, labeler2=self.labeler2)
         return items
 
     @property
     def eval_model(self):
-        return self.model
+        """Network `dmt_eval_network` (1: "model", 2: "model2")."""
+        return self.model2 if self.config.dmt_eval_network == 2 else self.model
+
+    @classmethod
+    def eval_parts(cls, config, model):
+        return model, {"model2" if config.dmt_eval_network == 2 else "model": model}
 
     def networks(self):
         return [(self.model, self.optimizer), (self.model2, self.optimizer2)]
 
-    def _freeze_labelers_at_first_step(self):
-        """labeler k <- network k when the semi-supervised phase begins, so init_checkpoint
-        and supervised-only steps reach the round's fixed labellers."""
-        def copy():
+    @property
+    def round(self):
+        """int32 index of the current round (from the global step)."""
+        return round_index(self.ssl_step, self.round_steps, len(self.config.dmt_ratios))
+
+    @property
+    def ratio(self):
+        """float32 selection ratio of the current round."""
+        return tf.gather(tf.constant(self.config.dmt_ratios, tf.float32), self.round)
+
+    def start_round_if_due(self):
+        """At a round's first step: labeller k <- network k (frozen labellers) and both round
+        optimizers restart. Returns the bool condition."""
+        def freeze():
             ema_update(self.labeler1.weights, self.model.weights, 0.0)
             ema_update(self.labeler2.weights, self.model2.weights, 0.0)
             return tf.constant(True)
-        tf.cond(tf.equal(self.ssl_step, 0), copy, lambda: tf.constant(False))
+        due = round_starts(self.ssl_step, self.round_steps, len(self.config.dmt_ratios))
+        if self.labeler1 is not None:
+            tf.cond(due, freeze, lambda: tf.constant(False))
+        restart_optimizer(self.round_optimizer, due)
+        restart_optimizer(self.round_optimizer2, due)
+        return due
+
+    def class_thresholds(self, labels, confidence):
+        """The round's class thresholds (its ratio picked in the graph)."""
+        config = self.config
+
+        def at(ratio):
+            return lambda: class_thresholds_tf(labels, confidence, config.num_classes, ratio,
+                                               subsample=config.dmt_subsample,
+                                               rule=config.dmt_selection)
+        ratios = [float(r) for r in config.dmt_ratios]
+        if len(set(ratios)) == 1:
+            return at(ratios[0])()
+        return tf.switch_case(self.round, [at(r) for r in ratios])
 
     def pseudo_labels(self, labeler, inputs):
         """(class-balanced pseudo labels int32 [B, H, W], confidence [B, H, W]) of
-        `labeler` on `inputs`, without gradient; padding pixels get ignore_label."""
+        `labeler` on `inputs` at the round's ratio, without gradient; padding pixels get
+        ignore_label."""
         config = self.config
         logits = labeler(inputs, training=config.dmt_labeler_train_mode)["logits"]
         probs = tf.nn.softmax(tf.stop_gradient(tf.cast(logits, tf.float32)))
         labels = tf.argmax(probs, axis=-1, output_type=tf.int32)
         confidence = tf.reduce_max(probs, axis=-1)
         padding = padding_pixels(inputs)
-        thresholds = class_thresholds_tf(tf.where(padding, -1, labels), confidence,
-                                         config.num_classes, config.dmt_ratio,
-                                         subsample=config.dmt_subsample,
-                                         rule=config.dmt_selection)
+        thresholds = self.class_thresholds(tf.where(padding, -1, labels), confidence)
         labels = select_pseudo_labels_tf(labels, confidence, thresholds, config.ignore_label)
         return tf.where(padding, config.ignore_label, labels), confidence
 
@@ -113,8 +221,8 @@ class DMT(Framework):
         config = self.config
         inputs_l, labels = labeled
         rows_l = num_rows(inputs_l)
+        self.start_round_if_due()        # before the labellers forward (program order)
         if self.labeler1 is not None:
-            self._freeze_labelers_at_first_step()
             labeler1, labeler2 = self.labeler1, self.labeler2
         else:
             labeler1, labeler2 = self.model, self.model2
@@ -149,10 +257,11 @@ class DMT(Framework):
                     f"pseudo_kept{suffix}": tf.reduce_mean(kept),
                     f"mean_weight{suffix}": tf.reduce_sum(weights * kept) / tf.maximum(
                         tf.reduce_sum(kept), 1.0)})
-        self.optimizer.apply(tape, loss)
-        self.optimizer2.apply(tape, loss)
+        self.round_optimizer.apply(tape, loss)
+        self.round_optimizer2.apply(tape, loss)
         del tape
-        return {"loss": loss, **logs, "learning_rate": self.optimizer.learning_rate()}
+        return {"loss": loss, **logs, "dmt_round": tf.cast(self.round, tf.float32),
+                "dmt_ratio": self.ratio, "learning_rate": self.round_optimizer.learning_rate()}
 
 
 KEYS = {
@@ -162,9 +271,16 @@ KEYS = {
     "dmt_gamma2": Key("float", 5.0, "DMT weight exponent where they disagree and the labeller"
                       " is at least as confident (p[y]^gamma2; VOC 5, Cityscapes 3)",
                       bounds=(0, 100)),
-    "dmt_ratio": Key("float", 0.2, "DMT: fraction of each predicted class's pixels kept as"
-                     " pseudo labels, by confidence (the round's r: 0.2, 0.4, 0.6, 0.8, 1.0)",
-                     bounds=(0, 1)),
+    "dmt_ratios": Key("list", [0.2, 0.4, 0.6, 0.8, 1.0], "DMT: one round per entry, each the"
+                      " fraction of each predicted class's pixels kept as pseudo labels, by"
+                      " confidence (the code: 0.2, 0.4, 0.6, 0.8, 1.0)"),
+    "dmt_round_steps": Key("int", 0, "DMT steps per round (0: the steps after sup_only_steps"
+                           " split evenly; VOC 4, Cityscapes 10 epochs of the unlabeled set)"),
+    "dmt_learning_rate": Key("float", 0.0, "DMT rounds' learning rate, poly over each round"
+                             " (0: learning_rate; VOC 1e-3 after a 2e-3 stage 0, Cityscapes"
+                             " 4e-3)"),
+    "dmt_eval_network": Key("int", 1, "DMT network that validation, evaluate, export and"
+                            " predict use: 1 (\"model\") or 2 (\"model2\")", (1, 2)),
     "dmt_selection": Key("str", "code", "DMT class threshold: code (the released code: the"
                          " int(n r)+1-th largest, 1e-5 when n r < 1) or paper (exactly the"
                          " top fraction)", SELECTION_RULES),

@@ -46,9 +46,22 @@ Where this differs from the released code:
   batch only; the ST loss covers the pixel outputs.
 - `sup_only_steps` (off by default) trains S alone on labels first; D starts after.
 
+`mlmt: true` adds MLMT (frameworks/mlmt.py): a multi-label classifier on every modality,
+trained as a mean teacher after each step on the same labeled batch and on the unlabeled
+stream's two views (S and D see the first); the eval model is then the segmenter with the
+teacher's class filter (`mlmt_filter`, default zero: absent classes' logits x 0, as the code),
+so validation, evaluate.py, export and predict apply it; `--override mlmt_filter=none`
+evaluates the segmenter alone.
+
+Modalities: D and the classifier see every modality; photometric augmentation touches the
+colour modalities only, geometric augmentation all of them jointly (the input pipeline).
+s4GAN masks no modality; a model with its own modality dropout (a model key) trains as
+usual, and `--missing-modality` at evaluation zeroes the modality for every network.
+
 Logged: loss, supervised_loss, fm_loss, st_loss (unweighted), d_loss, st_fraction (the
 fraction of unlabeled images selected, averaged over replicas), d_score_fake / d_score_real
-(mean D probabilities), learning_rate, d_learning_rate.
+(mean D probabilities), learning_rate, d_learning_rate; with MLMT also mlmt_loss,
+mlmt_bce_loss, mlmt_cosine_loss (unweighted), mlmt_weight, mlmt_learning_rate.
 """
 
 import dataclasses
@@ -57,6 +70,7 @@ from typing import ClassVar
 import keras
 import tensorflow as tf
 
+from ssma_tf.frameworks import mlmt
 from ssma_tf.frameworks.base import SEMI_KEYS, Framework
 from ssma_tf.frameworks.losses import hard_pseudo_labels, segmentation_loss, valid_mask
 from ssma_tf.registry import Key, register_framework
@@ -164,11 +178,21 @@ class S4GAN(Framework):
 
     uses_unlabeled = True
     log_reductions: ClassVar[dict] = {"st_fraction": "mean", "d_score_fake": "mean",
-                                      "d_score_real": "mean", "d_learning_rate": "mean"}
+                                      "d_score_real": "mean", "d_learning_rate": "mean",
+                                      "mlmt_weight": "mean", "mlmt_learning_rate": "mean"}
+
+    def __init__(self, config, model_builder):
+        super().__init__(config, model_builder)
+        self.two_views = bool(config.mlmt)     # MLMT: teacher and student views
 
     def build(self):
         self.model = self.make_model()
         self.optimizer = self.make_optimizer(self.model)
+        self.mlmt = None
+        self._eval_model = self.model
+        if self.config.mlmt:
+            self.mlmt = mlmt.MLMTBranch(self, mlmt.input_channels(self.model))
+            self._eval_model = self.mlmt.eval_model(self.model)
         modality_channels = sum(int(t.shape[-1]) for t in self.model.inputs)
         self.discriminator = build_discriminator(
             self.config.num_classes + modality_channels, channels=self.config.d_channels,
@@ -180,13 +204,34 @@ class S4GAN(Framework):
             end_learning_rate=0.0, warmup_steps=0, lr_multipliers={})
 
     def checkpoint_items(self):
+        # optimizer items are named "optimizer_*": a checkpoint stores each variable under
+        # the first name that reaches it, and "<model>_variables" must come first (the
+        # trainer's resume check reads the models' variables there)
         return {"model": self.model, "discriminator": self.discriminator,
                 **self.optimizer.checkpoint_items(),
-                **self.d_optimizer.checkpoint_items("discriminator_optimizer")}
+                **self.d_optimizer.checkpoint_items("optimizer_discriminator"),
+                **(self.mlmt.checkpoint_items() if self.mlmt else {})}
 
     @property
     def eval_model(self):
-        return self.model
+        """The segmenter, with MLMT's class filter when `mlmt` (and mlmt_filter not off)."""
+        return self._eval_model
+
+    @classmethod
+    def eval_parts(cls, config, model):
+        if not config.mlmt or config.mlmt_filter == "none":
+            return super().eval_parts(config, model)
+        teacher = mlmt.classifier_from_config(config, mlmt.input_channels(model))
+        return (mlmt.wrap_for_eval(config, model, teacher),
+                {"model": model, "classifier_teacher": teacher})
+
+    @property
+    def loss_weights(self):
+        return getattr(self.model, "output_loss_weights", None) or {"logits": 1.0}
+
+    @property
+    def loss_kinds(self):
+        return getattr(self.model, "output_loss_kinds", None) or {}
 
     def networks(self):
         return [(self.model, self.optimizer)]
@@ -202,7 +247,8 @@ class S4GAN(Framework):
 
     def train_step(self, labeled, unlabeled=None):
         inputs_l, labels = labeled
-        inputs_u = unlabeled
+        views = unlabeled if self.two_views else (unlabeled, unlabeled)
+        inputs_u = views[0]
         config = self.config
         real = self.discriminator_input(
             one_hot_truth(labels, config.num_classes, config.ignore_label), inputs_l)
@@ -238,7 +284,10 @@ class S4GAN(Framework):
                                         global_real=self.global_batch_size,
                                         global_fake=self.global_unlabeled_batch_size)
         self.d_optimizer.apply(tape, d_loss)
-        return {"loss": loss, "supervised_loss": supervised, "fm_loss": fm, "st_loss": st,
+        logs = {}
+        if self.mlmt is not None:
+            logs = self.mlmt.train_step(inputs_l, labels, *views, self.ssl_step)
+        return {**logs, "loss": loss, "supervised_loss": supervised, "fm_loss": fm, "st_loss": st,
                 "d_loss": d_loss,
                 "st_fraction": tf.reduce_mean(tf.cast(selected, tf.float32)),
                 "d_score_fake": tf.reduce_mean(scores),
@@ -266,5 +315,6 @@ KEYS = {
                       " (s4GAN's ndf 64)"),
     "d_dropout": Key("float", 0.5, "channel dropout after the discriminator's first three"
                      " convs (s4GAN's Dropout2d 0.5; 0: off)", bounds=(0, 1)),
+    **mlmt.KEYS,
 }
 register_framework("s4gan", S4GAN, keys=KEYS)

@@ -60,13 +60,14 @@ KINDS = ("adam", "adamw", "sgd")
 BETA_1, BETA_2 = 0.9, 0.999     # Adam / AdamW defaults (Keras's and PyTorch's); no config key
 OVERRIDES = ("optimizer", "learning_rate", "beta_1", "beta_2", "epsilon", "momentum",
              "weight_decay", "power", "end_learning_rate", "warmup_steps", "schedule",
-             "lr_multipliers")
+             "lr_multipliers", "nesterov")
 
 
 def resolve_settings(config, **overrides):
     """{setting: value} of one network's optimizer: the config's values (optimizer,
     learning_rate, adam_epsilon as epsilon, momentum, weight_decay, power, end_learning_rate,
-    warmup_steps, lr_multipliers; beta_1/beta_2 BETA_1/BETA_2, schedule "poly") with
+    warmup_steps, lr_multipliers; beta_1/beta_2 BETA_1/BETA_2, schedule "poly", SGD nesterov
+    false) with
     `overrides` (names in OVERRIDES) applied. TypeError for an unknown name, ValueError for
     an unknown optimizer, schedule or group."""
     unknown = sorted(set(overrides) - set(OVERRIDES))
@@ -78,7 +79,7 @@ def resolve_settings(config, **overrides):
                 "momentum": config.momentum, "weight_decay": config.weight_decay,
                 "power": config.power, "end_learning_rate": config.end_learning_rate,
                 "warmup_steps": config.warmup_steps, "schedule": "poly",
-                "lr_multipliers": dict(config.lr_multipliers or {})}
+                "lr_multipliers": dict(config.lr_multipliers or {}), "nesterov": False}
     settings.update(overrides)
     if settings["optimizer"] not in KINDS:
         raise ValueError(f"optimizer must be one of {', '.join(KINDS)}, got "
@@ -104,6 +105,7 @@ def keras_optimizer(settings, learning_rate):
                                       beta_1=settings["beta_1"], beta_2=settings["beta_2"],
                                       epsilon=settings["epsilon"])
     return keras.optimizers.SGD(learning_rate, momentum=settings["momentum"],
+                                nesterov=settings["nesterov"],
                                 weight_decay=settings["weight_decay"] or None)
 
 
@@ -112,7 +114,7 @@ class GroupOptimizer:
 
     `overrides` (names in OVERRIDES) replace the config's settings for this model only;
     `settings` holds the resolved values, `schedules` each group's learning-rate schedule
-    (poly decay over `max_iteration` steps, or constant; both after `warmup_steps`)."""
+    (poly or cosine decay over `max_iteration` steps, or constant; after `warmup_steps`)."""
 
     def __init__(self, config, model, name="model", **overrides):
         self.config = config

@@ -1,4 +1,7 @@
-"""Learning-rate schedules: linear warm-up, then polynomial ("poly") decay or constant."""
+"""Learning-rate schedules: linear warm-up, then polynomial ("poly") or cosine decay, or
+constant."""
+
+import math
 
 import keras
 from keras import ops
@@ -52,13 +55,40 @@ class WarmupConstant(keras.optimizers.schedules.LearningRateSchedule):
         return {"base_lr": self.base_lr, "warmup_steps": self.warmup_steps}
 
 
-SCHEDULES = ("poly", "constant")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """lr(t) = end + (base - end) * (1 + cos(pi * t/decay_steps)) / 2 after a linear warm-up
+    (PyTorch's CosineAnnealingLR to eta_min `end_lr`, per step; `end_lr` from decay_steps on)."""
+
+    def __init__(self, base_lr, decay_steps, end_lr=0.0, warmup_steps=0):
+        self.base_lr = float(base_lr)
+        self.decay_steps = max(int(decay_steps), 1)
+        self.end_lr = float(end_lr)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        frac = ops.minimum(step, float(self.decay_steps)) / float(self.decay_steps)
+        cosine = self.end_lr + (self.base_lr - self.end_lr) * 0.5 * (1.0 + ops.cos(math.pi * frac))
+        if self.warmup_steps <= 0:
+            return cosine
+        warm = self.base_lr * (step + 1.0) / float(self.warmup_steps)
+        return ops.where(step < self.warmup_steps, warm, cosine)
+
+    def get_config(self):
+        return {"base_lr": self.base_lr, "decay_steps": self.decay_steps, "end_lr": self.end_lr,
+                "warmup_steps": self.warmup_steps}
+
+
+SCHEDULES = ("poly", "constant", "cosine")
 
 
 def make_schedule(kind, base_lr, decay_steps, power=0.9, end_lr=0.0, warmup_steps=0):
-    """`kind` "poly" (WarmupPoly) or "constant" (WarmupConstant; decay arguments unused)."""
+    """`kind` "poly" (WarmupPoly), "cosine" (WarmupCosine; `power` unused) or "constant"
+    (WarmupConstant; decay arguments unused)."""
     if kind == "poly":
         return WarmupPoly(base_lr, decay_steps, power, end_lr, warmup_steps)
+    if kind == "cosine":
+        return WarmupCosine(base_lr, decay_steps, end_lr, warmup_steps)
     if kind == "constant":
         return WarmupConstant(base_lr, warmup_steps)
     raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {kind!r}")

@@ -207,27 +207,30 @@ def saved_models(prefix):
 def restore_eval_model(config, checkpoint=None, build_model=None):
     """config.framework's eval model, alone: the checkpoint item its class names as
     `eval_item` ("model"; mean teacher / M3L: the EMA "teacher"), built in float32 by
-    `build_model(config, channels)` (default: ssma_tf.models.factory.build_model) with the
+    `build_model(config, channels)` (default: ssma_tf.models.factory.build_model) and
+    wrapped by the framework's `eval_parts` (which may restore more items), with the
     channels the run recorded in run_info.json, its weights restored from `checkpoint` (a
     folder or prefix; default config.checkpoint's latest). No framework, second network or
     optimizer is built. ConfigError naming key 'checkpoint' when the checkpoint holds no such
     item or its variables do not fit the model built from the config."""
     prefix = find_checkpoint(checkpoint or config.checkpoint)
-    item = get_framework(config.framework).eval_item
+    framework = get_framework(config.framework)
     saved = saved_models(prefix)
-    if item not in saved:
-        raise ConfigError(f"key 'checkpoint': {prefix} holds no '{item}' model (the eval model "
-                          f"of framework {config.framework} in {config.source}); it holds "
-                          f"{', '.join(saved) or 'no models'}")
     info = read_run_info(checkpoint_folder(prefix))
     channels = {}
     if info and info.get("modalities"):
         channels = {n: s["channels"] for n, s in info["modalities"].items()}
     with float32_policy():
-        model = (build_model or factory.build_model)(config, channels)
-    compatibility.check_shapes(model, prefix, item, config)
+        model, items = framework.eval_parts(
+            config, (build_model or factory.build_model)(config, channels))
+    for item, part in items.items():
+        if item not in saved:
+            raise ConfigError(f"key 'checkpoint': {prefix} holds no '{item}' model (the eval "
+                              f"model of framework {config.framework} in {config.source}); it"
+                              f" holds {', '.join(saved) or 'no models'}")
+        compatibility.check_shapes(part, prefix, item, config)
     try:
-        status = tf.train.Checkpoint(**trackable({item: model})).restore(prefix)
+        status = tf.train.Checkpoint(**trackable(items)).restore(prefix)
         status.expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as exc:
         raise ConfigError(f"key 'checkpoint': {prefix} does not match the {config.model} / "
