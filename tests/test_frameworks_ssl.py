@@ -176,14 +176,16 @@ def fusion_builder():
 
 def inline_fusion_builder(features=()):
     """A few-layer RGB-D model: fast to build and to trace (framework mechanics tests).
+    Its layers are named, so every build has the same variable paths (as real models).
     Synchronised BN, as the trainer's default, keeps moving statistics equal on replicas.
     `features` ("decoder": the last hidden map) as the model factory adds them."""
     import keras
     inputs = {"rgb": keras.Input((None, None, 3), name="rgb"),
               "depth": keras.Input((None, None, 1), name="depth")}
-    x = keras.layers.Concatenate()([keras.layers.Conv2D(4, 3, padding="same")(inputs[m])
+    x = keras.layers.Concatenate()([keras.layers.Conv2D(4, 3, padding="same",
+                                                        name=f"{m}_conv")(inputs[m])
                                     for m in ("rgb", "depth")])
-    x = keras.layers.BatchNormalization(synchronized=True)(x)
+    x = keras.layers.BatchNormalization(synchronized=True, name="bn")(x)
     x = keras.layers.Dropout(0.1)(keras.layers.ReLU()(x))
     logits = keras.layers.Conv2D(NUM_CLASSES, 1, name="logits")(x)
     aux = keras.layers.Conv2D(NUM_CLASSES, 1, name="aux")(x)
@@ -416,8 +418,8 @@ def test_restore_eval_model_builds_the_teacher_alone_in_float32(tmp_path):
     with pytest.raises(ConfigError, match=r"key 'checkpoint': .* holds no 'teacher' model \(the "
                                           r"eval model of framework mean_teacher.*holds model"):
         checkpoints.restore_eval_model(fw.config, student_only, build)
-    with pytest.raises(ConfigError, match=r"key 'checkpoint': .* does not match the linearfusion "
-                                          r"/ supervised"):
+    with pytest.raises(ConfigError, match=r"checkpoint .* does not fit the linearfusion this "
+                                          r"config builds: \d+ weights are not in the checkpoint"):
         checkpoints.restore_eval_model(fw.config.replace(framework="supervised"), prefix,
                                        lambda config, channels: fusion_builder())
 
