@@ -106,8 +106,8 @@ def report_readable(records):
     expected = expected or info.num_examples or None
     if not read:
         raise InputError(f"{records}: no record can be read, even with skip_corrupt_records "
-                         f"(every file is empty or corrupt from its first record); convert it "
-                         f"again")
+                         "(every file is empty or corrupt from its first record); convert it "
+                         "again")
     log = logging.warning if expected and read < expected else logging.info
     log("%s: read %d of %s records (skip_corrupt_records)", records, read, expected or "?")
     return read, expected
