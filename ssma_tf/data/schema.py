@@ -157,8 +157,10 @@ def shard_paths(record_path, num_shards) -> list:
 
 
 def op_free_message(message):
-    """A TensorFlow error message without its op names ({{function_node ...}}, [Op:...])."""
-    return re.sub(r"\{\{.*?\}\}|\[Op:\w+\]", "", message).strip().splitlines()[0].strip()
+    """A TensorFlow error message without its op names ({{function_node ...}}, [Op:...]
+    and the empty ' name: ' eager ops append)."""
+    text = re.sub(r"\{\{.*?\}\}|\[Op:\w+\]( name: ?\S*)?", "", message)
+    return text.strip().splitlines()[0].strip()
 
 
 def _legacy_info(files, legacy_modalities):
