@@ -58,7 +58,7 @@ def _parser():
 
 def run_evaluation(args):
     """Evaluates as `args` says; returns the JSON-ready report."""
-    from ssma_tf.data.pipeline import eval_dataset
+    from ssma_tf.data.pipeline import eval_dataset, report_readable
     from ssma_tf.evaluation import robustness
     from ssma_tf.evaluation.evaluator import evaluate
     from ssma_tf.evaluation.inference import Inference
@@ -73,8 +73,11 @@ def run_evaluation(args):
     cases = robustness.protocol_cases(
         config.modalities, missing=args.missing_modality, random_rate=args.random_missing,
         draws=args.draws, noise=args.noise, seed=config.seed)
+    if config.skip_corrupt_records:
+        report_readable(records)
     dataset = eval_dataset(records, modalities=config.modalities, batch_size=args.batch_size,
-                           ignore_label=config.ignore_label, depth_max=config.depth_max)
+                           ignore_label=config.ignore_label, depth_max=config.depth_max,
+                           skip_corrupt=config.skip_corrupt_records)
     run = load_run(config, args.checkpoint)
     results = {}
     for case in cases:

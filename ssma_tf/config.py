@@ -79,6 +79,11 @@ CORE_KEYS = {
     "depth_max": _k("float", 10.0, "metres mapped to 1.0 when normalising raw depth",
                     bounds=POSITIVE),
     "shuffle_buffer": _k("int", 256, "examples in the shuffle buffer", bounds=COUNT),
+    "skip_corrupt_records": _k("bool", False, "train / evaluate past a corrupt record file"
+                               " instead of stopping: a TFRecord file cannot be read past a bad"
+                               " record, so the rest of that file is skipped; every record file"
+                               " is read once at start to log, per corrupt file, how many"
+                               " records were read of the sidecar's count"),
     "init_checkpoint": _k("path", None, "checkpoint to initialise from when nothing to resume"),
     # --- training ---
     "framework": Key("str", "supervised", "registered training regime: supervised,"

@@ -63,6 +63,8 @@ def test_round_trip_exact_pixels_shards_and_sidecar(tmp_path, workers, shards, i
     info, decoded = _read(record)
     assert info.num_examples == 5 and info.labeled and info.command == "cmd"
     assert info.image_format == image_format
+    assert info.image_size == {"min": [H, W], "max": [H, W]}
+    assert info.file_examples == ([5] if shards == 1 else [3, 2])      # round robin
     assert [m.to_json() for m in info.modalities] == [
         {"name": "rgb", "encoding": "color", "channels": 3, "dtype": "uint8", "depth_scale": 0.001},
         {"name": "depth", "encoding": "raw", "channels": 1, "dtype": "uint16",
@@ -75,6 +77,20 @@ def test_round_trip_exact_pixels_shards_and_sidecar(tmp_path, workers, shards, i
         np.testing.assert_array_equal(out["label"][..., 0], label)
         hist += np.bincount(label.ravel(), minlength=256)
     assert info.class_histogram == hist.tolist()
+
+
+def test_sidecar_image_size_is_the_range_over_the_examples(tmp_path):
+    rng = np.random.default_rng(1)
+    lines = []
+    for i, (h, w) in enumerate([(8, 12), (10, 6), (9, 7)]):
+        cv2.imwrite(str(tmp_path / f"c{i}.png"), rng.integers(0, 256, (h, w, 3), np.uint8))
+        cv2.imwrite(str(tmp_path / f"l{i}.png"), np.zeros((h, w), np.uint8))
+        lines.append(f"c{i}.png l{i}.png\n")
+    (tmp_path / "list.txt").write_text("".join(lines))
+    record = str(tmp_path / "out" / "sizes.tfrecords")
+    convert(str(tmp_path / "list.txt"), record, modalities=("rgb",), workers=1)
+    _, info = schema.resolve_records(record)
+    assert info.image_size == {"min": [8, 6], "max": [10, 12]}
 
 
 def test_unlabeled_computed_encodings_and_json_label_map(tmp_path):

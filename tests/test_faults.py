@@ -7,6 +7,7 @@ processes are in test_faults_signals.py."""
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -22,10 +23,10 @@ from ssma_tf.cli import guarded
 from ssma_tf.config import config_from_dict
 from ssma_tf.data import schema
 from ssma_tf.data.convert import convert, read_image
-from ssma_tf.data.pipeline import check_labels
+from ssma_tf.data.pipeline import check_crop, check_labels, report_readable, train_dataset
 from ssma_tf.errors import ConfigError, InputError
 from ssma_tf.io_utils import LOCK_NAME, FolderLock, remove_stale_temps, temp_path
-from ssma_tf.training import compatibility
+from ssma_tf.training import compatibility, trainer
 from ssma_tf.training.trainer import train
 from trainer_data import tiny_config, write_config_file, write_records
 
@@ -257,6 +258,77 @@ def test_training_and_evaluation_name_the_corrupt_shard(trained, tmp_path, capsy
     assert not os.path.exists(tmp_path / "run")          # nothing left of the failed start
 
 
+def _record_starts(path):
+    """Offset of each record in a TFRecord file (8-byte length, 4-byte CRC, data, CRC);
+    TensorFlow's messages name the offset of a bad record's data (12 bytes further)."""
+    data, starts = open(path, "rb").read(), [0]
+    while True:
+        end = starts[-1] + 16 + int.from_bytes(data[starts[-1]:starts[-1] + 8], "little")
+        if end >= len(data):
+            return starts
+        starts.append(end)
+
+
+def _two_shards(tmp_path, bad_record=2):
+    """Records 'train.tfrecords' over shard a (4 records, healthy) and shard b (4 records, a
+    byte flipped in record `bad_record`), with per-file counts in the sidecar: (records, b,
+    offset of b's bad record)."""
+    a = write_records(tmp_path, num=4, name="a")
+    b = write_records(tmp_path, num=4, seed=1, name="b")
+    offset = _record_starts(b)[bad_record]
+    data = bytearray(open(b, "rb").read())
+    data[offset + 20] ^= 0xFF                           # in the record's data
+    open(b, "wb").write(bytes(data))
+    info = schema.DatasetInfo.read(schema.sidecar_path(a))
+    info.files, info.num_examples, info.file_examples = ["a.tfrecords", "b.tfrecords"], 8, [4, 4]
+    records = str(tmp_path / "train.tfrecords")
+    info.write(schema.sidecar_path(records))
+    return records, b, offset + 12
+
+
+def test_skip_corrupt_records_trains_and_evaluates_past_a_corrupt_shard(tmp_path, caplog,
+                                                                        capsys):
+    import evaluate
+
+    records, bad, offset = _two_shards(tmp_path)
+    config = tiny_config(tmp_path, records, max_iteration=2, save_step=2, summary_step=0)
+    with pytest.raises(InputError, match=f"^{bad}: corrupted record at {offset}: the file is "
+                       "corrupt or truncated"):
+        train(config)                                    # the default: stop, name the shard
+    assert not os.path.exists(config.checkpoint)
+    lost = (f"{bad}: corrupted record at {offset}: read 2 of 4 records, 2 lost "
+            "(skip_corrupt_records)")
+    total = f"{records}: read 6 of 8 records (skip_corrupt_records)"
+    with caplog.at_level(logging.INFO):
+        folder = train(config.replace(skip_corrupt_records=True))
+    assert tf.train.latest_checkpoint(folder).endswith("ckpt-2")
+    assert lost in caplog.messages and total in caplog.messages
+    caplog.clear()
+    eval_config = _eval_config(tmp_path, records, folder)
+    assert evaluate.main(["-c", str(eval_config)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {bad}: corrupted record at {offset}")
+    with caplog.at_level(logging.INFO):
+        assert evaluate.main(["-c", str(eval_config), "--override",
+                              "skip_corrupt_records=true"]) == 0
+    assert "mIoU" in capsys.readouterr().out
+    assert lost in caplog.messages and total in caplog.messages
+
+
+def test_skip_corrupt_records_counts_and_refuses_records_with_nothing_readable(tmp_path):
+    records, bad, _ = _two_shards(tmp_path, bad_record=1)
+    assert report_readable(records) == (5, 8)
+    truncated = write_records(tmp_path, num=3, name="cut")
+    cut = _record_starts(truncated)[2] + 5
+    data = open(truncated, "rb").read()
+    open(truncated, "wb").write(data[:cut])
+    assert report_readable(truncated) == (2, 3)          # old sidecar: its total
+    open(bad, "wb").write(b"\x00" * 40)                  # not a record at all
+    os.remove(schema.sidecar_path(records))
+    with pytest.raises(InputError, match=f"^{bad}: no record can be read, even with "
+                       "skip_corrupt_records"):
+        report_readable(bad)
+
+
 def test_a_list_file_given_as_records_is_named(tmp_path):
     listing = tmp_path / "train.txt"
     listing.write_text("a.png b.png c.png\n" * 3)
@@ -288,6 +360,37 @@ def test_scale_range_and_eval_scales_are_checked():
         config_from_dict({"scale_min": 3.0}, "run.config")
     with pytest.raises(ConfigError, match="key 'eval_scales' must list numbers above 0, got 0"):
         config_from_dict({"eval_scales": [1.0, 0]}, "run.config")
+
+
+def test_a_crop_larger_than_the_images_pads_and_is_a_warning(tmp_path, caplog):
+    records = write_records(tmp_path)                    # 32x64 images
+    info = schema.DatasetInfo.read(schema.sidecar_path(records))
+    assert check_crop(records, info, (48, 96), 1.0, "run.config") is None   # old sidecar
+    info.image_size = {"min": [32, 64], "max": [32, 64]}
+    info.write(schema.sidecar_path(records))
+    _, info = schema.resolve_records(records)
+    assert check_crop(records, info, (32, 64), 1.0, "run.config") is None
+    assert check_crop(records, info, (48, 96), 1.5, "run.config") is None   # 48x96 at 1.5
+    assert check_crop(records, info, (32, 96), 1.25, "run.config") == (
+        f"run.config: key 'width' is 96 but the records {records} hold images of at most "
+        "32x64 (HxW), 80 at scale_max 1.25: every training crop is partly padding; a smaller "
+        "crop trains faster on the same pixels")
+    # legal: the pipeline pads the crop (label ignore_label, inputs 0)
+    batch = train_dataset(records, modalities=["rgb", "depth"], batch_size=2, crop=(48, 64),
+                          scale_range=(1.0, 1.0), flip=False, photometric=False, seed=0)
+    inputs, labels = next(iter(batch))
+    assert labels.shape == (2, 48, 64) and inputs["rgb"].shape == (2, 48, 64, 3)
+    rows_inside = np.any(labels.numpy() != 255, axis=2).sum(axis=1)
+    assert rows_inside.tolist() == [31, 31]              # 32 image rows, the first all 255
+    config = tiny_config(tmp_path, records, height=48)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        trainer._start_checks(config, None)
+    assert caplog.messages == [f"test: key 'height' is 48 but the records {records} hold "
+                               "images of at most 32x64 (HxW), 32 at scale_max 1: every "
+                               "training crop is partly padding; a smaller crop trains faster "
+                               "on the same pixels"]
+    assert not os.path.exists(config.checkpoint)
 
 
 def test_labels_that_do_not_fit_num_classes(tmp_path):

@@ -103,6 +103,35 @@ def test_old_sidecar_without_image_format_reads_as_png(tmp_path):
     assert DatasetInfo.read(path).image_format == "png"
 
 
+def test_old_sidecar_without_image_size_and_file_counts(tmp_path):
+    path = tmp_path / "old.info.json"
+    d = DatasetInfo([RGB], True, 3, ["old.tfrecords"]).to_json()
+    del d["image_size"], d["file_examples"]
+    path.write_text(json.dumps(d))
+    info = DatasetInfo.read(path)
+    assert info.image_size is None and info.file_examples is None
+    assert info.expected_examples("old.tfrecords") is None
+
+
+def test_expected_examples_per_file_and_in_a_shard_glob(tmp_path):
+    rgb, _, label = _arrays()
+    record = tmp_path / "train.tfrecords"
+    shards = schema.shard_paths(str(record), 2)
+    for p, n in zip(shards, (2, 1)):
+        with tf.io.TFRecordWriter(p) as w:
+            for _ in range(n):
+                w.write(schema.encode_example({"rgb": rgb}, label, []))
+    DatasetInfo([RGB], True, 3, [p.split("/")[-1] for p in shards], file_examples=[2, 1],
+                image_size={"min": [8, 12], "max": [8, 12]}).write(schema.sidecar_path(record))
+    _, info = schema.resolve_records(str(record))
+    assert [info.expected_examples(p) for p in shards] == [2, 1]
+    assert info.image_size == {"min": [8, 12], "max": [8, 12]}
+    assert info.expected_examples(str(tmp_path / "other.tfrecord")) is None
+    files, info = schema.resolve_records(str(tmp_path / "train-0000[1]-of-*.tfrecord"))
+    assert files == shards[1:] and info.file_examples == [1] and info.num_examples == 1
+    assert info.expected_examples(shards[1]) == 1
+
+
 def test_decode_is_traceable_in_tf_data_and_unlabeled(tmp_path):
     rgb, depth, _ = _arrays()
     path = str(tmp_path / "u.tfrecords")

@@ -179,7 +179,7 @@ def _read_label(path, where, job):
 
 
 def _encode_entry(entry, job):
-    """(serialized Example, label histogram or None) for one list entry."""
+    """(serialized Example, label histogram or None, (height, width)) for one list entry."""
     where = f"{job.list_path}:{entry.line}"
     arrays, first = {}, None
     for name, path in zip(job.modalities, entry.paths):
@@ -204,7 +204,8 @@ def _encode_entry(entry, job):
             raise InputError(f"{where}: label {path} is {label.shape[1]}x{label.shape[0]} but "
                              f"{first[0]} is {first[1][1]}x{first[1][0]} (WxH)")
         histogram = np.bincount(label.ravel(), minlength=256)
-    return schema.encode_example(arrays, label, entry.paths, job.image_format), histogram
+    return (schema.encode_example(arrays, label, entry.paths, job.image_format), histogram,
+            first[1])
 
 
 _WORKER_JOB = None
@@ -319,6 +320,7 @@ def convert(list_path, record_path, *, modalities=("rgb", "depth"), unlabeled=Fa
         logging.info("removed %s, left by a converter that was killed", path)
     temps = [temp_path(p) for p in shards]
     histogram = np.zeros(256, np.int64)
+    counts, sizes = [0] * num_shards, []
     progress = _Progress(len(entries))
     pool, writers, renamed = None, [], []
     in_main = threading.current_thread() is threading.main_thread()
@@ -330,13 +332,15 @@ def convert(list_path, record_path, *, modalities=("rgb", "depth"), unlabeled=Fa
             results = _in_order(pool, entries, window=4 * workers)
         else:
             results = (_encode_entry(e, job) for e in entries)
-        for i, (serialized, hist) in enumerate(results):
+        for i, (serialized, hist, size) in enumerate(results):
             try:
                 writers[i % num_shards].write(serialized)
             except (OSError, tf.errors.OpError) as exc:
                 raise write_failure(shards[i % num_shards], exc) from None
             if hist is not None:
                 histogram += hist
+            counts[i % num_shards] += 1
+            sizes.append(size)
             progress.update(i + 1)
         try:
             for w in writers:
@@ -352,7 +356,9 @@ def convert(list_path, record_path, *, modalities=("rgb", "depth"), unlabeled=Fa
             files=[os.path.basename(p) for p in shards], num_classes=num_classes,
             ignore_label=int(ignore_label),
             class_histogram=None if unlabeled else histogram.tolist(), command=command,
-            image_format=image_format)
+            image_format=image_format, file_examples=counts,
+            image_size={"min": np.min(sizes, axis=0).tolist(),
+                        "max": np.max(sizes, axis=0).tolist()})
         info.write(schema.sidecar_path(record_path))
     except BaseException:
         for w in writers:

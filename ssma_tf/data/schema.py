@@ -74,6 +74,8 @@ class DatasetInfo:
     command: str = ""
     legacy: bool = False
     image_format: str = "png"        # how pixels are stored in the Examples: png | raw
+    image_size: dict | None = None   # {"min": [h, w], "max": [h, w]} over the examples
+    file_examples: list | None = None   # examples in each of `files`, in order
 
     def __post_init__(self):
         check_image_format(self.image_format)
@@ -88,6 +90,11 @@ class DatasetInfo:
             if m.name == name:
                 return m
         raise InputError(f"records have no modality {name!r}; they hold {self.modality_names}")
+
+    def expected_examples(self, path):
+        """Examples the sidecar counts in record file `path` (matched by name), or None."""
+        counts = dict(zip(map(os.path.basename, self.files), self.file_examples or []))
+        return counts.get(os.path.basename(path))
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -150,8 +157,10 @@ def shard_paths(record_path, num_shards) -> list:
 
 
 def op_free_message(message):
-    """A TensorFlow error message without its op names ({{function_node ...}}, [Op:...])."""
-    return re.sub(r"\{\{.*?\}\}|\[Op:\w+\]", "", message).strip().splitlines()[0].strip()
+    """A TensorFlow error message without its op names ({{function_node ...}}, [Op:...]
+    and the empty ' name: ' eager ops append)."""
+    text = re.sub(r"\{\{.*?\}\}|\[Op:\w+\]( name: ?\S*)?", "", message)
+    return text.strip().splitlines()[0].strip()
 
 
 def _legacy_info(files, legacy_modalities):
@@ -209,8 +218,13 @@ def resolve_records(path, legacy_modalities=None) -> tuple:
     side = _sidecar_for_shard(files[0])
     if os.path.isfile(side):
         info = DatasetInfo.read(side)
+        counts = dict(zip(map(os.path.basename, info.files), info.file_examples or []))
+        if info.file_examples:
+            info.file_examples = [counts.get(os.path.basename(f)) for f in files]
         if len(files) != len(info.files):
-            info.num_examples = sum(1 for _ in tf.data.TFRecordDataset(files))
+            known = info.file_examples and None not in info.file_examples
+            info.num_examples = (sum(info.file_examples) if known else
+                                 sum(1 for _ in tf.data.TFRecordDataset(files)))
         info.files = files
         return files, info
     return files, _legacy_info(files, legacy_modalities)

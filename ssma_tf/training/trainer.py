@@ -24,7 +24,14 @@ import keras
 import tensorflow as tf
 
 from ssma_tf.data import schema
-from ssma_tf.data.pipeline import check_labels, record_error, select_modalities, train_dataset
+from ssma_tf.data.pipeline import (
+    check_crop,
+    check_labels,
+    record_error,
+    report_readable,
+    select_modalities,
+    train_dataset,
+)
 from ssma_tf.errors import ConfigError
 from ssma_tf.frameworks import build as framework_build
 from ssma_tf.io_utils import FolderLock
@@ -51,10 +58,16 @@ def _required(config, key):
     return value
 
 
-def _specs(config, records):
+def _specs(config, records, cropped=False):
+    """The records' specs of the config's modalities, after checking their labels against
+    num_classes and, for records that are `cropped` (the training streams), their image
+    size against the crop (check_crop)."""
     _, info = schema.resolve_records(records)
     if config.num_classes is not None and info.labeled:
         check_labels(records, info, config.num_classes, config.ignore_label, config.source)
+    if cropped:
+        check_crop(records, info, (config.height, config.width), config.scale_max,
+                   config.source)
     return select_modalities(records, info, config.modalities)
 
 
@@ -77,7 +90,8 @@ def _datasets(config, strategy, framework, seed):
                 flip=config.flip, photometric=config.photometric, seed=stream_seed,
                 input_context=ctx,
                 labeled=labeled, two_views=two_views, shuffle_buffer=config.shuffle_buffer,
-                depth_max=config.depth_max, subset=subset)
+                depth_max=config.depth_max, subset=subset,
+                skip_corrupt=config.skip_corrupt_records)
         return iter(strategy.distribute_datasets_from_function(dataset_fn))
 
     split = None  # labeled_ratio without unlabeled_data: split train_data itself
@@ -99,7 +113,8 @@ def _summary_batch(config):
     ds = train_dataset(records, modalities=config.modalities, batch_size=SUMMARY_IMAGES,
                        crop=(config.height, config.width), ignore_label=config.ignore_label,
                        scale_range=(1.0, 1.0), flip=False, photometric=False, seed=config.seed,
-                       shuffle_buffer=1, depth_max=config.depth_max)
+                       shuffle_buffer=1, depth_max=config.depth_max,
+                       skip_corrupt=config.skip_corrupt_records)
     return next(iter(ds))
 
 
@@ -199,7 +214,11 @@ def _start_checks(config, model_builder):
         checkpoints.expert_sources(config)
     for key in ("train_data", "val_data", "unlabeled_data"):
         if getattr(config, key):
-            _specs(config, getattr(config, key))
+            _specs(config, getattr(config, key), cropped=key != "val_data")
+    if config.skip_corrupt_records:
+        for key in ("train_data", "val_data", "unlabeled_data"):
+            if getattr(config, key):
+                report_readable(getattr(config, key))
     return config
 
 

@@ -81,7 +81,8 @@ class Validator:
         self.run_dir = run_dir
         self.dataset = eval_dataset(config.val_data, modalities=config.modalities,
                                     batch_size=1, ignore_label=config.ignore_label,
-                                    depth_max=config.depth_max) if chief else None
+                                    depth_max=config.depth_max,
+                                    skip_corrupt=config.skip_corrupt_records) if chief else None
         self.model = select_output(framework.eval_model, config) if chief else None
         self.folder = os.path.join(write_dir, BEST_FOLDER)
         self.manager = tf.train.CheckpointManager(checkpoint, self.folder, max_to_keep=1)
