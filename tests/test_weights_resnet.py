@@ -162,13 +162,15 @@ def randomize_keras(model, seed=0):
                                for w in layer.weights])
 
 
-def save_legacy_h5(model, path, keras2_names=False):
+def save_legacy_h5(model, path, keras2_names=False, root=None):
     """The applications' download layout: legacy HDF5, a group per layer (":0" names as
-    Keras 2 wrote them when `keras2_names`)."""
+    Keras 2 wrote them when `keras2_names`); inside group `root` (a full-model file's
+    "model_weights") when given."""
     import h5py
     from keras.src.legacy.saving import legacy_h5_format
 
-    with h5py.File(path, "w") as handle:
+    with h5py.File(path, "w") as file:
+        handle = file.create_group(root) if root else file
         legacy_h5_format.save_weights_to_hdf5_group(handle, model)
         if keras2_names:
             names = []
@@ -216,10 +218,3 @@ def test_a_model_built_unlike_the_source_gets_a_note(tmp_path):
     _, report = import_into(path, config, model)
     assert any("stride_in_1x1: False, the model has True" in note for note in report.notes)
 
-
-def test_keras_resnet_v2_is_refused(tmp_path):
-    reference = keras.applications.ResNet50V2(weights=None, include_top=False,
-                                              input_shape=(32, 32, 3))
-    path = save_legacy_h5(reference, tmp_path / "resnet50v2_notop.h5")
-    with pytest.raises(InputError, match="matches no known layout"):
-        importer_for(read_source(str(path)), "deeplabv3plus")
