@@ -1,12 +1,12 @@
-"""LinearFusion: outputs, ensemble (learned / mean), mask token, fusion, depth tiling,
-parameter counts, learning."""
+"""LinearFusion: outputs, ensemble (learned / mean), the decoder feature, mask token, fusion,
+depth tiling, parameter counts, learning."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from model_testing import predict_numpy, rgbd_inputs
+from model_testing import predict_numpy, rgbd_inputs, textbook_fused_map
 from ssma_tf.errors import ConfigError
 from ssma_tf.models.linear_fusion import build_linear_fusion
 
@@ -40,6 +40,35 @@ def test_ensemble_starts_as_the_mean_and_trains_only_alpha(ensemble):
     grads = dict(zip([v.path for v in model.trainable_variables],
                      tape.gradient(loss, model.trainable_variables)))
     assert [path for path, g in grads.items() if g is not None] == alpha
+
+
+@pytest.mark.parametrize("ensemble, weights", [("learned", (0.25, 0.75)), ("mean", (0.5, 0.5))])
+def test_decoder_feature_weights_the_streams_fused_maps_as_the_ensemble(ensemble, weights):
+    model = _tiny(ensemble=ensemble, features=("decoder",))
+    assert [v.path for v in model.weights] == [v.path for v in _tiny(ensemble=ensemble).weights]
+    if ensemble == "learned":
+        model.get_layer("split_streams").alpha.assign([0.0, np.log(3.0)])
+    inputs = rgbd_inputs(2, 32, 48)
+    out = predict_numpy(model, inputs)
+    assert out["feature_decoder"].shape == (2, 8, 12, 16)
+    encoder = keras.Model(model.input, model.get_layer("encoder").output)
+    stacked = textbook_fused_map(model.get_layer("decoder"), encoder(inputs, training=False))
+    expected = weights[0] * stacked[:2] + weights[1] * stacked[2:]      # [rgb ; depth] rows
+    np.testing.assert_allclose(out["feature_decoder"], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["logits"], weights[0] * out["logits_rgb"]
+                               + weights[1] * out["logits_depth"], atol=1e-5)
+
+
+def test_a_loss_on_the_decoder_feature_trains_the_streams_not_alpha():
+    model = _tiny(features=("decoder",))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(rgbd_inputs(1, 32, 48), training=True)["feature_decoder"])
+    grads = dict(zip([v.path for v in model.trainable_variables],
+                     tape.gradient(loss, model.trainable_variables)))
+    assert grads["split_streams/alpha"] is None
+    assert grads["decoder/fuse_kernel"] is not None
+    assert grads["decoder/classifier/kernel"] is None                 # before the classifier
+    assert all(g is not None for path, g in grads.items() if "patch_embed1" in path)
 
 
 def test_learned_ensemble_weights_the_stream_that_fits_the_labels():

@@ -1,11 +1,13 @@
 """Segformer: output shapes, PyTorch-style bilinear resize, folded decoder == plain decoder,
-frozen BN (learning is tested on LinearFusion, which uses the same parts)."""
+the decoder feature, frozen BN (learning is tested on LinearFusion, which uses the same
+parts)."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from model_testing import textbook_fused_map
 from ssma_tf.models.ops import bilinear_resize, resize_half_pixel
 from ssma_tf.models.segformer import SegformerHead, build_segformer
 
@@ -47,15 +49,29 @@ def test_folded_decoder_equals_plain_decoder():
     head = SegformerHead(4, dim)
     got = keras.ops.convert_to_numpy(head(features, training=False))
 
-    levels = []
-    for i, feature in enumerate(features):
-        y = feature @ keras.ops.convert_to_numpy(head.linear_kernels[i])
-        y = y + keras.ops.convert_to_numpy(head.linear_biases[i])
-        levels.append(keras.ops.convert_to_numpy(bilinear_resize(y, sizes[0])))
-    fused = np.concatenate(levels[::-1], axis=-1) @ keras.ops.convert_to_numpy(head.fuse_kernel)
-    x = keras.ops.relu(head.bn(fused, training=False))
+    x = textbook_fused_map(head, [keras.ops.convert_to_tensor(f) for f in features])
     expected = keras.ops.convert_to_numpy(head.classifier(x))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_decoder_feature_is_the_fused_map_before_the_classifier():
+    plain = build_segformer(7, variant="tiny", decoder_dim=16)
+    model = build_segformer(7, variant="tiny", decoder_dim=16, features=("decoder",))
+    assert [v.path for v in model.weights] == [v.path for v in plain.weights]
+    model.set_weights(plain.get_weights())
+    head = model.get_layer("decoder")       # BN statistics away from 0/1: the fold shows
+    head.bn.moving_mean.assign(np.linspace(-0.5, 0.5, 16).astype("float32"))
+    head.bn.moving_variance.assign(np.linspace(0.5, 2.0, 16).astype("float32"))
+    plain.get_layer("decoder").set_weights(head.get_weights())
+    x = {"rgb": np.random.default_rng(1).normal(size=(2, 40, 56, 3)).astype("float32")}
+    out = model(x, training=False)
+    assert set(out) == {"logits", "feature_decoder"}
+    assert tuple(out["feature_decoder"].shape) == (2, 10, 14, 16)
+    encoder = keras.Model(model.input, model.get_layer("encoder").output)
+    expected = textbook_fused_map(head, encoder(x, training=False))
+    np.testing.assert_allclose(out["feature_decoder"], expected, rtol=1e-4, atol=1e-4)
+    assert np.mean(expected == 0) > 0.1                                  # after the ReLU
+    np.testing.assert_allclose(out["logits"], plain(x, training=False)["logits"], atol=1e-5)
 
 
 @pytest.mark.parametrize("freeze_bn", [True, False])

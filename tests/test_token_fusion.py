@@ -1,11 +1,12 @@
-"""TokenFusion: outputs, mask L1 output, token exchange, mask token, learning, replicas, jax."""
+"""TokenFusion: outputs, mask L1 output, the decoder feature, token exchange, mask token,
+learning, replicas, jax."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from model_testing import predict_numpy, rgbd_inputs, run_under_jax
+from model_testing import predict_numpy, rgbd_inputs, run_under_jax, textbook_fused_map
 from ssma_tf.config import config_from_dict
 from ssma_tf.errors import ConfigError
 from ssma_tf.frameworks import get_framework
@@ -158,6 +159,24 @@ def test_build_model_dispatches_tokenfusion():
     out = model({"rgb": np.zeros((1, 32, 64, 3), "float32"),
                  "depth": np.zeros((1, 32, 64, 1), "float32")})
     assert out["logits_depth"].shape == (1, 32, 64, 3) and out["mask_l1"].shape == (1,)
+
+
+def test_build_model_gives_tokenfusion_the_mean_of_the_streams_decoder_maps():
+    config = config_from_dict({"model": "tokenfusion", "backbone": "tiny", "num_classes": 3,
+                               "decoder_dim": 8, "ensemble": "mean"}, "test.yaml")
+    model = build_model(config, MODALITIES, features=("decoder",))
+    inputs = rgbd_inputs(2, 32, 48)
+    out = predict_numpy(model, inputs)
+    assert set(out) == {"logits", "logits_rgb", "logits_depth", "mask_l1", "feature_decoder"}
+    assert out["feature_decoder"].shape == (2, 8, 12, 8)
+    encoder = keras.Model(model.input, model.get_layer("encoder").output)
+    features = encoder(inputs, training=False)[:4]        # flattened: [c1..c4, mask_l1]
+    stacked = textbook_fused_map(model.get_layer("decoder"), features)
+    np.testing.assert_allclose(out["feature_decoder"], (stacked[:2] + stacked[2:]) / 2,
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match=r"model tokenfusion has no feature 'rep' \(it has "
+                                          r"decoder\)"):
+        build_model(config, MODALITIES, features=("rep",))
 
 
 def test_bad_modalities_name_tokenfusion():

@@ -259,10 +259,11 @@ def test_the_model_gets_a_representation_head_and_deeplabs_head_trains_with_the_
 
 
 def test_a_model_without_a_decoder_feature_is_refused_by_name():
-    config = config_from_dict({"framework": "u2pl", "model": "linearfusion", "backbone": "b0",
-                               "decoder_dim": 16, "num_classes": NUM_CLASSES, "height": H,
-                               "width": W, "modalities": ["rgb", "depth"]}, "test")
-    with pytest.raises(ConfigError, match="model linearfusion has no feature 'decoder'"):
+    config = config_from_dict({"framework": "u2pl", "model": "deeplabv2", "backbone": "resnet50",
+                               "backbone_units": [1, 1, 1, 1], "width_multiplier": 0.0625,
+                               "num_classes": NUM_CLASSES, "height": H, "width": W,
+                               "modalities": ["rgb"]}, "test")
+    with pytest.raises(ConfigError, match="model deeplabv2 has no feature 'decoder'"):
         build_framework(config)
 
 
@@ -385,6 +386,28 @@ def test_u2pl_trains_through_train_and_resumes_with_its_queues(tmp_path, records
     for offset, count in zip(offsets, counts):  # the old keys are still first, new ones after
         np.testing.assert_array_equal(later["keys"][offset:offset + count],
                                       saved["keys"][offset:offset + count])
+
+
+def test_u2pl_trains_linearfusion_on_rgb_and_depth(tmp_path, records):
+    model_keys = {"model": "linearfusion", "backbone": "tiny", "decoder_dim": 16}
+    config = tiny_config(tmp_path, records, model_keys, modalities=["rgb", "depth"],
+                         framework="u2pl", unlabeled_data=records, max_iteration=2,
+                         summary_step=0, **SMALL)
+    student = build_framework(config).model
+    inputs = {"rgb": np.ones((1, 32, 64, 3), "float32"), "depth": np.ones((1, 32, 64, 1),
+                                                                          "float32")}
+    outputs = student(inputs, training=False)
+    assert outputs["feature_decoder"].shape == (1, 8, 16, 16)
+    assert outputs["rep"].shape == (1, 8, 16, SMALL["rep_dim"])
+    train(config)
+    step, bank = _saved(config.checkpoint)
+    assert step == 2 and bank["counts"].sum() > 0
+    reader = tf.train.load_checkpoint(config.checkpoint)
+    trained = {name for name in reader.get_variable_to_shape_map() if "rep_conv1" in name}
+    assert trained                      # the representation head is in the checkpoint
+    model = restore_eval_model(config)       # the teacher, without its representation head
+    out = model(inputs, training=False)
+    assert "rep" not in out and tuple(out["logits"].shape) == (1, 32, 64, 2)
 
 
 def test_u2pl_trains_ssma_on_rgb_and_depth(tmp_path, records):

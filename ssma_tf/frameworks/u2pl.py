@@ -28,7 +28,8 @@ the global step, in whole epochs with `epoch_steps`):
 
 Representation head (U2PL's `rep` branch), added by this framework to the model it builds
 (student and teacher): on the model's "decoder" feature (`feature_decoder`: DeepLab-v3+'s
-decoder_conv2, AdapNet++'s dec2_conv2, Segformer's fused MLP, SSMA's expert's), ReLU ->
+decoder_conv2, AdapNet++'s dec2_conv2, Segformer's fused MLP, LinearFusion's and
+TokenFusion's fused MLP maps weighted as their ensemble, SSMA's expert's), ReLU ->
 3x3 conv rep_channels -> BN -> ReLU -> 1x1 conv rep_dim. The code's head is a second copy of
 the classifier's two conv stacks on the decoder input; here it shares them. The loss uses
 cosine similarity (the features are L2-normalised inside it, not in the head).

@@ -79,8 +79,9 @@ def build_model(config, channels=None, features=()):
     """The keras.Model named by config.model; `channels` = {modality: C} (default per name).
     A multimodal builder gets `(num_classes, {modality: C}, **options)`, a unimodal one
     `(num_classes, modality, C, **options)`.
-    `features`: names from the model's `features` ({name: layer}) to add as extra outputs
-    "feature_<name>" (e.g. a decoder feature for a representation head)."""
+    `features`: names to add as extra outputs "feature_<name>" (e.g. a decoder feature for a
+    representation head): from the model's `features` ({name: layer}, the layer's output),
+    or its `built_features` (names its builder outputs itself when given `features=`)."""
     if config.num_classes is None:
         raise ConfigError(f"{config.source}: key 'num_classes' is required")
     entry = model_entry(config)
@@ -90,23 +91,30 @@ def build_model(config, channels=None, features=()):
         raise ConfigError(f"{config.source}: key 'modalities': model {entry.name} takes one "
                           f"modality, got {config.modalities}")
     inputs = (modalities,) if entry.multimodal else next(iter(modalities.items()))
-    model = entry.obj(config.num_classes, *inputs, **component_options(entry, config))
+    options = component_options(entry, config)
+    own = entry.info.get("built_features", ())
+    built = tuple(n for n in features if n in own)
+    if built:
+        options["features"] = built
+    model = entry.obj(config.num_classes, *inputs, **options)
+    features = [n for n in features if n not in built]
     if not features:
         return model
     source = entry.info.get("features_from")     # SSMA: its expert model's feature layers
     layers = (registry.MODELS.get(getattr(config, source)) if source else entry).info.get(
         "features", {})
-    return with_features(model, entry.name, layers, features)
+    return with_features(model, entry.name, layers, features, known=own)
 
 
-def with_features(model, model_name, layers, names):
+def with_features(model, model_name, layers, names, known=()):
     """`model` whose outputs also hold "feature_<name>" for each of `names`: the output of
     the layer `layers` ({feature name: layer name}) names; loss and penalty weights, loss kinds
-    and encoder head prefixes (the optimizer groups) are kept."""
+    and encoder head prefixes (the optimizer groups) are kept. `known`: the features the
+    model has beside `layers` (for the error message)."""
     unknown = [n for n in names if n not in layers]
     if unknown:
         raise ConfigError(f"model {model_name} has no feature {unknown[0]!r} (it has "
-                          f"{', '.join(sorted(layers)) or 'none'})")
+                          f"{', '.join(sorted({*layers, *known})) or 'none'})")
     outputs = dict(model.output)
     for name in names:
         outputs[f"feature_{name}"] = model.get_layer(layers[name]).output

@@ -26,6 +26,11 @@
   output_loss_weights = 1/(S+1) each (M3L averages the loss over the S+1 outputs). The
   stream-stacked decoder computes BN batch statistics over all streams together (M3L's
   config freezes that BN: `freeze_bn=True`).
+- Decoder feature (`features=("decoder",)`, e.g. U2PL's representation head): output
+  "feature_decoder" [B, H/4, W/4, decoder_dim] = sum_s w_s * (stream s's fused decoder map,
+  after BN + ReLU, before the classifier), with the ensemble's weights w (softmax(alpha), or
+  1/S for `ensemble: mean`) held constant: a loss on the feature trains the streams (decoder
+  and encoder), not alpha.
 """
 
 import keras
@@ -62,7 +67,8 @@ class StackStreams(keras.layers.Layer):
 class SplitStreams(keras.layers.Layer):
     """Split stacked logits into the streams plus the ensemble: the streams' stop-gradient
     logits weighted by softmax(alpha), a trainable weight, when `learned`; their plain mean
-    (no weight) otherwise."""
+    (no weight) otherwise. With a stacked `feature`, also returns (last) the streams'
+    features weighted by the same, stop-gradient, weights."""
 
     def __init__(self, num_streams, learned=True, **kwargs):
         super().__init__(**kwargs)
@@ -74,19 +80,29 @@ class SplitStreams(keras.layers.Layer):
             self.alpha = self.add_weight(shape=(self.num_streams,), initializer="ones",
                                          name="alpha")
 
-    def call(self, x):
-        streams = ops.split(x, self.num_streams, axis=0)
+    def stream_weights(self, dtype):
+        """The ensemble's weight of each stream: softmax(alpha), or 1/S."""
         if self.learned:
-            weights = ops.cast(ops.softmax(self.alpha), x.dtype)
-        else:
-            weights = [1.0 / self.num_streams] * self.num_streams
-        ensemble = sum(weights[s] * ops.stop_gradient(stream) for s, stream in enumerate(streams))
-        return [ensemble] + streams
+            return ops.cast(ops.softmax(self.alpha), dtype)
+        return [1.0 / self.num_streams] * self.num_streams
 
-    def compute_output_shape(self, input_shape):
-        batch = None if input_shape[0] is None else input_shape[0] // self.num_streams
-        shape = (batch,) + tuple(input_shape[1:])
-        return [shape] * (self.num_streams + 1)
+    def call(self, x, feature=None):
+        streams = ops.split(x, self.num_streams, axis=0)
+        weights = self.stream_weights(x.dtype)
+        ensemble = sum(weights[s] * ops.stop_gradient(stream) for s, stream in enumerate(streams))
+        if feature is None:
+            return [ensemble] + streams
+        weights = ops.stop_gradient(self.stream_weights(feature.dtype))
+        combined = sum(weights[s] * stream for s, stream in
+                       enumerate(ops.split(feature, self.num_streams, axis=0)))
+        return [ensemble] + streams + [combined]
+
+    def compute_output_shape(self, x_shape, feature_shape=None):
+        def unstacked(shape):
+            batch = None if shape[0] is None else shape[0] // self.num_streams
+            return (batch,) + tuple(shape[1:])
+        shapes = [unstacked(x_shape)] * (self.num_streams + 1)
+        return shapes if feature_shape is None else shapes + [unstacked(feature_shape)]
 
     def get_config(self):
         return {**super().get_config(), "num_streams": self.num_streams,
@@ -94,7 +110,7 @@ class SplitStreams(keras.layers.Layer):
 
 
 def build_stream_model(num_classes, modalities, make_encoder, *, decoder_dim=256,
-                       freeze_bn=False, ensemble="learned", xla_friendly=False,
+                       freeze_bn=False, ensemble="learned", xla_friendly=False, features=(),
                        model_name="LinearFusion", name="linear_fusion"):
     """Stream-stacked fusion model around `make_encoder(num_streams)` (a MixTransformer).
 
@@ -104,6 +120,7 @@ def build_stream_model(num_classes, modalities, make_encoder, *, decoder_dim=256
     with loss weights 1/(S+1) each. An encoder may return {"features": [c1..c4],
     name: tensor, ...}: the other entries become extra model outputs. model_name names the
     model in error messages; xla_friendly is the decoder's (give the encoder the same).
+    features: ("decoder",) adds the output "feature_decoder" (the module docstring's rule).
     """
     modalities = dict(modalities)
     if len(modalities) < 2:
@@ -119,16 +136,20 @@ def build_stream_model(num_classes, modalities, make_encoder, *, decoder_dim=256
     num_streams = len(modalities)
     inputs = {m: keras.Input((None, None, c), name=m) for m, c in modalities.items()}
     stacked = StackStreams(channels, name="stack_streams")(list(inputs.values()))
-    features = make_encoder(num_streams)(stacked)
+    encoded = make_encoder(num_streams)(stacked)
     extra = {}
-    if isinstance(features, dict):
-        extra = dict(features)
-        features = extra.pop("features")
-    logits = SegformerHead(num_classes, decoder_dim, freeze_bn=freeze_bn,
-                           xla_friendly=xla_friendly, name="decoder")(features)
+    if isinstance(encoded, dict):
+        extra = dict(encoded)
+        encoded = extra.pop("features")
+    head = SegformerHead(num_classes, decoder_dim, freeze_bn=freeze_bn,
+                         xla_friendly=xla_friendly, return_hidden="decoder" in features,
+                         name="decoder")
+    logits, hidden = head(encoded) if head.return_hidden else (head(encoded), None)
     logits = ResizeToInput(name="upsample")(logits, stacked)
     ensemble, *streams = SplitStreams(num_streams, learned=ensemble == "learned",
-                                       name="split_streams")(logits)
+                                       name="split_streams")(logits, feature=hidden)
+    if hidden is not None:
+        extra["feature_decoder"] = streams.pop()
     outputs = {"logits": ensemble}
     outputs.update({f"logits_{m}": s for m, s in zip(modalities, streams)})
     model = keras.Model(inputs, {**outputs, **extra}, name=name)
@@ -138,13 +159,14 @@ def build_stream_model(num_classes, modalities, make_encoder, *, decoder_dim=256
 
 def build_linear_fusion(num_classes, modalities, *, variant="b0", ratio=0.8,
                         decoder_dim=256, freeze_bn=False, drop_path_rate=None,
-                        ensemble="learned", xla_friendly=False,
+                        ensemble="learned", xla_friendly=False, features=(),
                         name="linear_fusion") -> keras.Model:
     """LinearFusion model: {modality: [B,H,W,C]} -> {"logits", "logits_<modality>", ...}.
 
     modalities: ordered {name: channels}, at least 2. Layers "encoder" and "decoder" hold
     the parameter groups; LayerNorm variables have "norm" in their path. xla_friendly:
     trace the op forms XLA:CPU runs fast (config key `xla`); the weights are the same.
+    features: ("decoder",) adds the output "feature_decoder".
     """
     config = mit_config(variant, drop_path_rate=drop_path_rate)
 
@@ -154,7 +176,8 @@ def build_linear_fusion(num_classes, modalities, *, variant="b0", ratio=0.8,
 
     return build_stream_model(num_classes, modalities, make_encoder, decoder_dim=decoder_dim,
                               freeze_bn=freeze_bn, ensemble=ensemble,
-                              xla_friendly=xla_friendly, model_name="LinearFusion", name=name)
+                              xla_friendly=xla_friendly, features=features,
+                              model_name="LinearFusion", name=name)
 
 
 ENSEMBLE_KEY = Key("str", "learned", "ensemble output: learned (softmax(alpha)-weighted streams,"
@@ -163,4 +186,4 @@ KEYS = {**SEGFORMER_KEYS, "ensemble": ENSEMBLE_KEY,
         "fusion_ratio": Key("float", 0.8, "share of each stream kept by the linear mixing",
                             arg="ratio", bounds=(0.0, 1.0))}
 register_model("linearfusion", build_linear_fusion, keys=KEYS, multimodal=True,
-               core_args={"xla_friendly": "xla"})
+               built_features=("decoder",), core_args={"xla_friendly": "xla"})

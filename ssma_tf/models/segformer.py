@@ -16,6 +16,11 @@ freeze_bn: M3L sets the decoder BN to eval mode for all of training, so its runn
 statistics stay at their initial 0/1 and it acts as a learned affine. `freeze_bn=True`
 reproduces that (the BN is always called with training=False); the default False is
 standard Segformer.
+
+Decoder feature (`features=("decoder",)`, e.g. for U2PL's representation head): the fused
+map after the fuse conv + BN + ReLU, before the dropout and the classifier, as the model
+output "feature_decoder" [B, H/4, W/4, decoder_dim]. Only then does the head ("decoder")
+return (logits, feature); the variables are the same either way.
 """
 
 import keras
@@ -42,13 +47,15 @@ class ResizeToInput(keras.layers.Layer):
 
 
 class SegformerHead(keras.layers.Layer):
-    """All-MLP decoder: [c1, c2, c3, c4] -> logits on the c1 grid."""
+    """All-MLP decoder: [c1, c2, c3, c4] -> logits on the c1 grid; with `return_hidden`,
+    (logits, the fused map after BN + ReLU that the classifier reads through the dropout)."""
 
     def __init__(self, num_classes, decoder_dim=256, dropout=0.1, freeze_bn=False,
-                 xla_friendly=False, **kwargs):
+                 xla_friendly=False, return_hidden=False, **kwargs):
         super().__init__(**kwargs)
         self.num_classes, self.decoder_dim = num_classes, decoder_dim
         self.dropout_rate, self.freeze_bn = dropout, freeze_bn
+        self.return_hidden = bool(return_hidden)
         self.xla_friendly = bool(xla_friendly)   # matmul resizes (ops.resize_half_pixel)
         self.bn = batch_norm(name="fuse_bn", momentum=BN_MOMENTUM, epsilon=BN_EPSILON)
         self.dropout = keras.layers.SpatialDropout2D(dropout, name="dropout")
@@ -99,35 +106,45 @@ class SegformerHead(keras.layers.Layer):
         x = fused + ops.cast(bias, fused.dtype)
         if bn_training:
             x = self.bn(x, training=True)
-        x = self.dropout(ops.relu(x), training=training)
-        return self.classifier(x)
+        hidden = ops.relu(x)
+        logits = self.classifier(self.dropout(hidden, training=training))
+        return (logits, hidden) if self.return_hidden else logits
 
     def compute_output_shape(self, input_shapes):
-        return tuple(input_shapes[0][:-1]) + (self.num_classes,)
+        logits = tuple(input_shapes[0][:-1]) + (self.num_classes,)
+        if self.return_hidden:
+            return logits, tuple(input_shapes[0][:-1]) + (self.decoder_dim,)
+        return logits
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,
                 "decoder_dim": self.decoder_dim, "dropout": self.dropout_rate,
-                "freeze_bn": self.freeze_bn, "xla_friendly": self.xla_friendly}
+                "freeze_bn": self.freeze_bn, "xla_friendly": self.xla_friendly,
+                "return_hidden": self.return_hidden}
 
 
 def build_segformer(num_classes, modality="rgb", channels=3, *, variant="b0",
                     decoder_dim=256, freeze_bn=False, drop_path_rate=None,
-                    xla_friendly=False, name="segformer") -> keras.Model:
+                    xla_friendly=False, features=(), name="segformer") -> keras.Model:
     """Unimodal Segformer: {modality: [B,H,W,C]} -> {"logits": [B,H,W,num_classes]}.
 
     Layers "encoder" (MixTransformer) and "decoder" (SegformerHead) hold the two
     parameter groups; LayerNorm variables have "norm" in their path. xla_friendly: trace
     the op forms XLA:CPU runs fast (config key `xla`); the weights are the same.
+    features: ("decoder",) adds the output "feature_decoder", the head's fused map.
     """
     config = mit_config(variant, drop_path_rate=drop_path_rate)
     inputs = {modality: keras.Input((None, None, channels), name=modality)}
-    features = MixTransformer(**config, xla_friendly=xla_friendly,
-                              name="encoder")(inputs[modality])
-    logits = SegformerHead(num_classes, decoder_dim, freeze_bn=freeze_bn,
-                           xla_friendly=xla_friendly, name="decoder")(features)
+    encoded = MixTransformer(**config, xla_friendly=xla_friendly,
+                             name="encoder")(inputs[modality])
+    head = SegformerHead(num_classes, decoder_dim, freeze_bn=freeze_bn,
+                         xla_friendly=xla_friendly, return_hidden="decoder" in features,
+                         name="decoder")
+    logits, outputs = head(encoded), {}
+    if head.return_hidden:
+        logits, outputs["feature_decoder"] = logits
     logits = ResizeToInput(name="logits")(logits, inputs[modality])
-    model = keras.Model(inputs, {"logits": logits}, name=name)
+    model = keras.Model(inputs, {"logits": logits, **outputs}, name=name)
     model.output_loss_weights = {"logits": 1.0}
     return model
 
@@ -140,4 +157,4 @@ KEYS = {
     "drop_path_rate": Key("float", None, "stochastic depth rate (default: the variant's)"),
 }
 register_model("segformer", build_segformer, keys=KEYS, multimodal=False,
-               features={"decoder": "decoder"}, core_args={"xla_friendly": "xla"})
+               built_features=("decoder",), core_args={"xla_friendly": "xla"})

@@ -2,7 +2,9 @@
 
 - Sharing, depth tiling, mask token, shared Segformer decoder and the outputs
   {"logits": stop-gradient mean, "logits_<modality>"} with loss weights 1/(S+1) are
-  LinearFusion's (`build_stream_model`); there is no linear mixing.
+  LinearFusion's (`build_stream_model`), and so is the decoder feature (`features=
+  ("decoder",)`: "feature_decoder", the streams' fused decoder maps weighted as the
+  ensemble); there is no linear mixing.
 - Every stage owns one score predictor per modality (LN -> Dense(d) -> GELU -> Dense(d/2)
   -> GELU -> Dense(d/4) -> GELU -> Dense(2) -> softmax); before every block of the stage it
   scores each token of the block input, mask = softmax(score)[..., 0] in (0, 1).
@@ -163,7 +165,7 @@ class TokenFusionTransformer(MixTransformer):
 def build_token_fusion(num_classes, modalities, *, variant="b0", decoder_dim=256,
                        threshold=THRESHOLD, l1_weight=L1_WEIGHT, freeze_bn=False,
                        drop_path_rate=None, ensemble="learned", xla_friendly=False,
-                       name="token_fusion") -> keras.Model:
+                       features=(), name="token_fusion") -> keras.Model:
     """TokenFusion model: {modality: [B,H,W,C]} -> {"logits", "logits_<modality>", ...}.
 
     modalities: ordered {name: channels}, at least 2. Extra output "mask_l1" (per-sample
@@ -178,7 +180,8 @@ def build_token_fusion(num_classes, modalities, *, variant="b0", decoder_dim=256
 
     model = build_stream_model(num_classes, modalities, make_encoder, decoder_dim=decoder_dim,
                                freeze_bn=freeze_bn, ensemble=ensemble,
-                               xla_friendly=xla_friendly, model_name="TokenFusion", name=name)
+                               xla_friendly=xla_friendly, features=features,
+                               model_name="TokenFusion", name=name)
     model.output_penalty_weights = {"mask_l1": l1_weight}
     return model
 
@@ -189,4 +192,4 @@ KEYS = {**SEGFORMER_KEYS, "ensemble": ENSEMBLE_KEY,
         "mask_l1_weight": Key("float", L1_WEIGHT, "weight of the mask-score L1 penalty",
                               arg="l1_weight")}
 register_model("tokenfusion", build_token_fusion, keys=KEYS, multimodal=True,
-               core_args={"xla_friendly": "xla"})
+               built_features=("decoder",), core_args={"xla_friendly": "xla"})
