@@ -5,6 +5,9 @@ training, and the v1/v2 mix-ups refused with the backbone to set."""
 import keras
 import numpy as np
 import pytest
+
+from ssma_tf.errors import InputError
+from ssma_tf.models.resnet_v2 import resnet_v2_features, unit_plan
 from test_weights_resnet import (
     TOLERANCE,
     backbone_output,
@@ -14,9 +17,6 @@ from test_weights_resnet import (
     randomize_keras,
     save_legacy_h5,
 )
-
-from ssma_tf.errors import InputError
-from ssma_tf.models.resnet_v2 import resnet_v2_features, unit_plan
 
 TINY = {"backbone_units": [1, 1, 1, 1], "width_multiplier": 0.25}
 

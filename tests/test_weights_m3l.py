@@ -11,9 +11,8 @@ import torch
 from ssma_tf.config import config_from_dict
 from ssma_tf.errors import InputError
 from ssma_tf.models import factory
-from ssma_tf.weights.assign import apply_mapping, variables_by_path
-from ssma_tf.weights.importers import importer_for
-from ssma_tf.weights.readers import read_source
+from ssma_tf.weights.assign import variables_by_path
+from test_weights_resnet import import_into
 
 DIMS, DEPTHS, SR, E, CLASSES = (32, 64, 160, 256), (2, 2, 2, 2), (8, 4, 2, 1), 256, 13
 
@@ -144,12 +143,6 @@ def build(model="linearfusion", classes=CLASSES, **keys):
     return config, factory.build_model(config, {"rgb": 3, "depth": 1})
 
 
-def import_into(path, config, model, new_head=False, **options):
-    source = read_source(str(path))
-    entry = importer_for(source, config.model)
-    report = apply_mapping(model, entry.obj(source, model, config, options), source.tensors,
-                           new_head=new_head)
-    return entry.name, report
 
 
 def assert_every_tensor_from(model, state):

@@ -10,12 +10,9 @@ import safetensors.torch
 import torch
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-from ssma_tf.config import config_from_dict
 from ssma_tf.errors import InputError
-from ssma_tf.models import factory
-from ssma_tf.weights.assign import apply_mapping
-from ssma_tf.weights.importers import importer_for
 from ssma_tf.weights.readers import read_source
+from test_weights_resnet import build, import_into
 
 TOLERANCE = 1e-4
 HF = {"b0": dict(hidden_sizes=[32, 64, 160, 256], depths=[2, 2, 2, 2], decoder_hidden_size=256),
@@ -49,18 +46,8 @@ def set_layer_norm_eps(model, eps, patch_and_sr_eps=None):
             module.eps = patch_and_sr_eps if patch_and_sr_eps and patch_or_sr else eps
 
 
-def build(model, classes=5, modalities=("rgb",), channels=None, **keys):
-    config = config_from_dict({"model": model, "num_classes": classes,
-                               "modalities": list(modalities), **keys})
-    return config, factory.build_model(config, channels)
 
 
-def import_into(path, config, model, new_head=False, **options):
-    source = read_source(str(path))
-    entry = importer_for(source, config.model)
-    report = apply_mapping(model, entry.obj(source, model, config, options), source.tensors,
-                           new_head=new_head)
-    return entry.name, report
 
 
 def image(height=50, width=66, channels=3, seed=0):

@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from ssma_tf.config import config_from_dict
 from ssma_tf.errors import InputError
 from ssma_tf.models import factory
-from ssma_tf.weights.assign import apply_mapping
-from ssma_tf.weights.importers import importer_for
+from ssma_tf.weights.importers import import_weights
 from ssma_tf.weights.readers import read_source
 from torch_resnet import ResNet
 
@@ -27,11 +26,8 @@ def build(model, classes=5, modalities=("rgb",), channels=None, **keys):
 
 
 def import_into(path, config, model, new_head=False, **options):
-    source = read_source(str(path))
-    entry = importer_for(source, config.model)
-    mapping = entry.obj(source, model, config, options)
-    report = apply_mapping(model, mapping, source.tensors, new_head=new_head)
-    return entry.name, report
+    """(importer name, Report) of importing the file at `path` into `model`."""
+    return import_weights(model, read_source(str(path)), config, options, new_head=new_head)
 
 
 def save_torch(module, path, drop=(), wrap=None):

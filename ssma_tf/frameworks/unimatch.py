@@ -55,10 +55,10 @@ from ssma_tf.data.augment import split_seed
 from ssma_tf.data.pipeline import select_modalities
 from ssma_tf.errors import ConfigError
 from ssma_tf.frameworks import cutmix
-from ssma_tf.frameworks.base import Framework
 from ssma_tf.frameworks.common import concat_inputs, num_rows, step_seed
 from ssma_tf.frameworks.feature_split import feature_split
 from ssma_tf.frameworks.losses import padding_pixels
+from ssma_tf.frameworks.supervised import Supervised
 from ssma_tf.registry import Key, register_framework
 
 SALT_STRONG = 10          # the strong views' colour draws
@@ -163,24 +163,10 @@ def _rows(outputs, start, stop=None):
     return {name: value[start:stop] for name, value in outputs.items()}
 
 
-class UniMatch(Framework):
-    """One network; see the module docstring for the step."""
+class UniMatch(Supervised):
+    """One network and its optimizer, as supervised; see the module docstring for the step."""
 
     uses_unlabeled = True
-
-    def build(self):
-        self.model = self.make_model()
-        self.optimizer = self.make_optimizer(self.model)
-
-    def checkpoint_items(self):
-        return {"model": self.model, **self.optimizer.checkpoint_items()}
-
-    @property
-    def eval_model(self):
-        return self.model
-
-    def networks(self):
-        return [(self.model, self.optimizer)]
 
     @functools.cached_property
     def split(self):
